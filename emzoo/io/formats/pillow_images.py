@@ -1,0 +1,36 @@
+"""PNG and JPEG through Pillow (8- and 16-bit grayscale, RGB/RGBA).
+
+These formats carry no trustworthy physical calibration (their dpi is a printing hint), so the
+pixel size stays unknown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from emzoo.io.meta import Image, ImageMeta
+from emzoo.io.registry import register_reader, register_writer
+
+
+@register_reader("png/jpeg", (".png", ".jpg", ".jpeg"))
+def read_pillow(path: Path) -> Image:
+    with PILImage.open(path) as im:
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        arr = np.asarray(im)
+    if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() < 2**16:
+        arr = arr.astype(np.uint16)  # Pillow widens 16-bit PNGs to int32
+    axes = "yxc" if arr.ndim == 3 else "yx"
+    fmt = "png" if path.suffix.lower() == ".png" else "jpeg"
+    return Image(arr, ImageMeta(axes=axes, source=path, format=fmt))
+
+
+@register_writer("png", ".png")
+def write_png(path: Path, data, meta: ImageMeta) -> None:
+    arr = np.asarray(data)
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG holds uint8 or uint16 only, not {arr.dtype}; write TIFF instead")
+    PILImage.fromarray(arr).save(path, format="PNG")

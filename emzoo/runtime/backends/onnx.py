@@ -1,0 +1,84 @@
+"""ONNX weights through onnxruntime: CUDA when available (or asked for), else CPU; one session."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from emzoo.errors import BackendError
+from emzoo.runtime.backends import parse_device, register_backend
+from emzoo.runtime.package import ModelPackage
+from emzoo.runtime.spec import Weights
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(uint16)": np.uint16,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BackendError(
+            "ONNX weights need onnxruntime, which is not installed: "
+            "pip install 'emzoo[cpu]' (or 'emzoo[gpu]' for NVIDIA GPUs)"
+        ) from e
+    return onnxruntime
+
+
+def providers_for(device: str, available: Sequence[str]) -> list:
+    kind, index = parse_device(device)
+    has_cuda = "CUDAExecutionProvider" in available
+    if kind == "cuda" and not has_cuda:
+        raise BackendError(
+            "--device cuda was asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"(it has {', '.join(available)}): pip install 'emzoo[gpu]' in place of 'emzoo[cpu]'"
+        )
+    if kind == "cuda" or (kind == "auto" and has_cuda):
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackend:
+    format = "onnx"
+
+    def __init__(self, path: str, device: str):
+        ort = _import_ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = providers_for(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        except Exception as e:
+            raise BackendError(f"onnxruntime cannot load {path}: {e}") from e
+        used = self.session.get_providers()
+        self.device = "cuda" if "CUDAExecutionProvider" in used else "cpu"
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_types = [_ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {
+            name: np.ascontiguousarray(x, dtype=t)
+            for name, x, t in zip(self.input_names, inputs, self.input_types, strict=False)
+        }
+        return self.session.run(self.output_names, feed)
+
+
+@register_backend("onnx")
+def load_onnx(package: ModelPackage, weights: Weights, device: str) -> OnnxBackend:
+    path = package.verified_file(weights.source, weights.sha256)
+    if weights.external_data:
+        package.verified_file(weights.external_data, weights.external_data_sha256)
+    return OnnxBackend(str(path), device)

@@ -1,0 +1,118 @@
+"""TorchScript and pytorch_state_dict weights through PyTorch (optional: ``pip install emzoo[train]``)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emzoo.errors import BackendError
+from emzoo.runtime.backends import parse_device, register_backend
+from emzoo.runtime.package import ModelPackage
+from emzoo.runtime.spec import Architecture, Weights
+
+
+def import_torch(weight_format: str):
+    try:
+        import torch
+    except ImportError as e:
+        raise BackendError(
+            f"{weight_format} weights need PyTorch, which is not installed: "
+            "pip install 'emzoo[train]' (or run the package's onnx weights with --weights onnx)"
+        ) from e
+    return torch
+
+
+def torch_device(torch, device: str) -> str:
+    kind, index = parse_device(device)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BackendError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
+        return f"cuda:{index}"
+    return "cpu"
+
+
+class TorchBackend:
+    def __init__(self, module, torch, device: str, weight_format: str):
+        self.module = module.eval()
+        self.torch = torch
+        self.device = device
+        self.format = weight_format
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        torch = self.torch
+        tensors = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in inputs]
+        with torch.inference_mode():
+            out = self.module(*tensors)
+        if isinstance(out, torch.Tensor):
+            out = [out]
+        return [o.detach().cpu().numpy() for o in out]
+
+
+@register_backend("torchscript")
+def load_torchscript(package: ModelPackage, weights: Weights, device: str) -> TorchBackend:
+    torch = import_torch("torchscript")
+    path = package.verified_file(weights.source, weights.sha256)
+    dev = torch_device(torch, device)
+    try:
+        module = torch.jit.load(str(path), map_location=dev)
+    except Exception as e:
+        raise BackendError(f"PyTorch cannot load the TorchScript file {weights.source}: {e}") from e
+    return TorchBackend(module, torch, "cuda" if dev.startswith("cuda") else "cpu", "torchscript")
+
+
+def _architecture(package: ModelPackage, arch: Architecture):
+    """The network class/function named by the package (a file in it, or an importable module)."""
+    if arch.source:
+        path = package.verified_file(arch.source, arch.sha256)
+        name = "emzoo_arch_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise BackendError(f"cannot import the architecture file {arch.source}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[name]
+                raise BackendError(
+                    f"the architecture file {arch.source} fails to import: {e}"
+                ) from e
+    else:
+        try:
+            module = importlib.import_module(str(arch.import_from))
+        except ImportError as e:
+            raise BackendError(
+                f"the architecture module {arch.import_from!r} is not installed ({e}); install it, "
+                "or use the package's onnx/torchscript weights"
+            ) from e
+    try:
+        return getattr(module, arch.callable)
+    except AttributeError:
+        raise BackendError(f"{arch.source or arch.import_from} has no {arch.callable!r}") from None
+
+
+@register_backend("pytorch_state_dict")
+def load_state_dict(package: ModelPackage, weights: Weights, device: str) -> TorchBackend:
+    torch = import_torch("pytorch_state_dict")
+    if weights.architecture is None:
+        raise BackendError(f"{package.source}: pytorch_state_dict weights without an architecture")
+    factory = _architecture(package, weights.architecture)
+    path = package.verified_file(weights.source, weights.sha256)
+    dev = torch_device(torch, device)
+    try:
+        network = factory(**weights.architecture.kwargs)
+        state = torch.load(str(path), map_location=dev, weights_only=True)
+        network.load_state_dict(state, strict=weights.strict)
+    except Exception as e:
+        raise BackendError(f"cannot build the network from {Path(weights.source).name}: {e}") from e
+    return TorchBackend(
+        network.to(dev), torch, "cuda" if dev.startswith("cuda") else "cpu", "pytorch_state_dict"
+    )

@@ -25,9 +25,7 @@ class ImageMeta:
 
     def with_axes(self, axes: str) -> ImageMeta:
         """The same calibration for a re-arranged array (axes that disappear lose their size)."""
-        return replace(
-            self, axes=axes, pixel_size={a: s for a, s in self.pixel_size.items() if a in axes}
-        )
+        return replace(self, axes=axes, pixel_size={a: s for a, s in self.pixel_size.items() if a in axes})
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,7 @@ def read_image(path: str | Path) -> Image:
     except InputError:
         raise
     except Exception as e:  # a reader library's own error: keep its message, name the file
-        raise InputError(
-            f"{path}: cannot be read as {reader.name} ({type(e).__name__}: {e})"
-        ) from e
+        raise InputError(f"{path}: cannot be read as {reader.name} ({type(e).__name__}: {e})") from e
 
 
 def get_writer(name: str) -> Writer:
@@ -114,9 +112,7 @@ def get_writer(name: str) -> Writer:
     try:
         return _WRITERS[name]
     except KeyError:
-        raise InputError(
-            f"unknown output format {name!r} (known: {', '.join(sorted(_WRITERS))})"
-        ) from None
+        raise InputError(f"unknown output format {name!r} (known: {', '.join(sorted(_WRITERS))})") from None
 
 
 _LOADED = False

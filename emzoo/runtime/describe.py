@@ -59,9 +59,7 @@ def _axis(a: Any) -> Axis:
 def _ops(ops: Any) -> tuple[Op, ...]:
     out = []
     for op in ops:
-        kwargs = (
-            op.kwargs.model_dump(mode="json") if getattr(op, "kwargs", None) is not None else {}
-        )
+        kwargs = op.kwargs.model_dump(mode="json") if getattr(op, "kwargs", None) is not None else {}
         out.append(Op(str(op.id), kwargs))
     return tuple(out)
 
@@ -145,9 +143,7 @@ def spec_from_description(descr: v0_5.ModelDescr, original_format_version: str) 
     training = descr.training_data
     training_id = None
     if training is not None:
-        training_id = (
-            str(getattr(training, "id", None) or getattr(training, "name", "") or "") or None
-        )
+        training_id = str(getattr(training, "id", None) or getattr(training, "name", "") or "") or None
     return ModelSpec(
         name=descr.name,
         description=descr.description,

@@ -109,9 +109,7 @@ def input_layout(data, image_axes: str, tensor: TensorSpec) -> Layout:
                     f"({have}); convert it to {'grayscale' if n == 1 else f'{n} channels'} first"
                 )
             if n != 1:
-                raise InputError(
-                    f"the model expects {n} channels ({want}); the image has one ({have})"
-                )
+                raise InputError(f"the model expects {n} channels ({want}); the image has one ({have})")
             order.append(None)
         elif axis.type in ("space", "time"):
             letter = _LETTERS.get(axis.id)
@@ -122,9 +120,7 @@ def input_layout(data, image_axes: str, tensor: TensorSpec) -> Layout:
             order.append(dim)
             used.add(dim)
         else:
-            raise InputError(
-                f"the model's input axis {axis.id!r} ({axis.type}) cannot come from an image"
-            )
+            raise InputError(f"the model's input axis {axis.id!r} ({axis.type}) cannot come from an image")
     take: dict[int, int] = {}
     for dim, letter in enumerate(image_axes):
         if dim in used:

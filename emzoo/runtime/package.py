@@ -83,16 +83,12 @@ def locate(source: str | Path) -> tuple[Path, Path]:
     """``(root folder, description file)`` for a zip, folder, or YAML source."""
     path = Path(source).expanduser()
     if not path.exists():
-        raise PackageError(
-            f"{source}: no such model package (give a .zip, a folder, or an rdf.yaml)"
-        )
+        raise PackageError(f"{source}: no such model package (give a .zip, a folder, or an rdf.yaml)")
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
         return path.parent, path
     if path.is_file():
         if not zipfile.is_zipfile(path):
-            raise PackageError(
-                f"{source}: not a model package (expected a .zip, a folder or rdf.yaml)"
-            )
+            raise PackageError(f"{source}: not a model package (expected a .zip, a folder or rdf.yaml)")
         path = _unpacked(path)
     rdf = find_rdf(path)
     if rdf is None:

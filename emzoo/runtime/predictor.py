@@ -154,10 +154,7 @@ class Predictor:
                 )
         outputs = self.run(arrays, progress=progress)
         reference = images[self.spec.inputs[0].id].meta
-        return {
-            tid: self._to_image(self.spec.output(tid), data, reference)
-            for tid, data in outputs.items()
-        }
+        return {tid: self._to_image(self.spec.output(tid), data, reference) for tid, data in outputs.items()}
 
     def _to_image(self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta) -> Image:
         letters, dims = output_axes(tensor)
@@ -177,9 +174,7 @@ class Predictor:
 
     # -- tensors in, tensors out (model axis order) ---------------------------------------------
 
-    def run(
-        self, inputs: Mapping[str, object], *, progress: Progress | None = None
-    ) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, object], *, progress: Progress | None = None) -> dict[str, np.ndarray]:
         """Run on whole tensors in the model's axis order (batch of one); returns every output."""
         pre = {
             t.id: processing.bind(t.processing, processing.Tensor(inputs[t.id], t.axis_ids))
@@ -208,10 +203,7 @@ class Predictor:
             for t in spec.inputs:
                 if t.id not in inputs:
                     continue
-                if (
-                    axis.id not in t.axis_ids
-                    or inputs[t.id].shape[t.axis_ids.index(axis.id)] != length
-                ):
+                if axis.id not in t.axis_ids or inputs[t.id].shape[t.axis_ids.index(axis.id)] != length:
                     return None
                 dims.append(t.axis_ids.index(axis.id))
             grid.append(GridAxis(axis.id, int(length), _rule(spec, first, axis), tuple(dims)))
@@ -221,11 +213,7 @@ class Predictor:
             dims, maps, halos = [None] * len(grid), [None] * len(grid), [0] * len(grid)
             for d, axis in enumerate(t.axes):
                 if axis.is_spatial:
-                    if (
-                        axis.ref is None
-                        or axis.ref.axis not in ids
-                        or axis.ref.tensor not in inputs
-                    ):
+                    if axis.ref is None or axis.ref.axis not in ids or axis.ref.tensor not in inputs:
                         return None
                     k = ids.index(axis.ref.axis)
                     ref_axis = spec.tensor(axis.ref.tensor).axis(axis.ref.axis)
@@ -249,9 +237,7 @@ class Predictor:
         ndim = len(grid)
         if s.tile is not None and len(s.tile) not in (1, ndim):
             raise UsageError(f"--tile takes 1 or {ndim} sizes for this model, got {len(s.tile)}")
-        max_block = MAX_BLOCK.get(
-            (self.device, ndim), MAX_BLOCK[(self.device, 2)] if ndim < 2 else 96
-        )
+        max_block = MAX_BLOCK.get((self.device, ndim), MAX_BLOCK[(self.device, 2)] if ndim < 2 else 96)
         pads, declared, aligns = [], [], []
         for k, g in enumerate(grid):
             ms = [o.maps[k] for o in outputs.values()]
@@ -259,10 +245,7 @@ class Predictor:
             pads.append(max((_ceil_div(max(0, -m.offset) / 2, m.ratio) for m in ms), default=0))
             declared.append(
                 max(
-                    (
-                        _ceil_div(h + max(0, -m.offset) / 2, m.ratio)
-                        for m, h in zip(ms, hs, strict=True)
-                    ),
+                    (_ceil_div(h + max(0, -m.offset) / 2, m.ratio) for m, h in zip(ms, hs, strict=True)),
                     default=0,
                 )
             )
@@ -276,9 +259,7 @@ class Predictor:
                 sizes = list(s.tile) * (ndim if len(s.tile) == 1 else 1)
                 return [self._accepted_tile(g, n) for g, n in zip(grid, sizes, strict=True)]
             return [
-                choose_block(
-                    g.length, g.rule, h, align=a, max_block=max_block, blend=b, pad_before=p
-                )
+                choose_block(g.length, g.rule, h, align=a, max_block=max_block, blend=b, pad_before=p)
                 for g, h, a, b, p in zip(grid, halos, aligns, blends, pads, strict=True)
             ]
 
@@ -299,14 +280,10 @@ class Predictor:
             rf = self._receptive_field(grid, outputs)
             halos, blends = [], []
             for k, g in enumerate(grid):
-                need = (
-                    declared[k] if rf[k] is None else max(declared[k], rf[k] + RF_MARGIN + pads[k])
-                )
+                need = declared[k] if rf[k] is None else max(declared[k], rf[k] + RF_MARGIN + pads[k])
                 fits = g.rule.fixed is None or g.rule.fixed - 2 * need >= g.rule.fixed // 4
                 halos.append(need if fits else declared[k])
-                blend = (
-                    0 if fits and rf[k] is not None else self._auto_blend(rf[k], halos[k], base[k])
-                )
+                blend = 0 if fits and rf[k] is not None else self._auto_blend(rf[k], halos[k], base[k])
                 blends.append(s.blend if s.blend is not None else blend)
         sizes = base if single else blocks(halos, blends)
         axes = tuple(
@@ -383,9 +360,7 @@ class Predictor:
             )
         return [np.asarray(o) for o in outs[: len(self.spec.outputs)]]
 
-    def _run_tiled(
-        self, inputs, pre, plan: Plan, progress: Progress | None
-    ) -> dict[str, np.ndarray]:
+    def _run_tiled(self, inputs, pre, plan: Plan, progress: Progress | None) -> dict[str, np.ndarray]:
         spec = self.spec
         post_needs_stats = {
             t.id: any(processing.needs_stats(op) for op in t.processing) for t in spec.outputs
@@ -407,22 +382,14 @@ class Predictor:
             arrays = []
             for t, bdim in zip(in_tensors, batch_dims, strict=True):
                 dims = tuple(g.input_dims[in_tensors.index(t)] for g in plan.grid)
-                blocks = [
-                    pre[t.id](read_block(inputs[t.id], plan.axes, tile, dims)) for tile in group
-                ]
-                arrays.append(
-                    blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=bdim or 0)
-                )
+                blocks = [pre[t.id](read_block(inputs[t.id], plan.axes, tile, dims)) for tile in group]
+                arrays.append(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=bdim or 0))
             results = self._run_batch(arrays)
             for t, result in zip(spec.outputs, results, strict=True):
                 op = plan.outputs[t.id]
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
-                    block = (
-                        result
-                        if len(group) == 1 or bdim is None
-                        else np.take(result, [i], axis=bdim)
-                    )
+                    block = result if len(group) == 1 or bdim is None else np.take(result, [i], axis=bdim)
                     self._paste(t, op, plan, tile, block, acc, wsum, post_tile.get(t.id), blending)
             done += len(group)
             if progress is not None:
@@ -437,9 +404,7 @@ class Predictor:
             outputs[t.id] = data
         return outputs
 
-    def _paste(
-        self, t, op: OutputPlan, plan: Plan, tile, block, acc, wsum, post, blending: bool
-    ) -> None:
+    def _paste(self, t, op: OutputPlan, plan: Plan, tile, block, acc, wsum, post, blending: bool) -> None:
         src = [slice(None)] * block.ndim
         dst = [slice(None)] * block.ndim
         for k, (ax, amap, dim) in enumerate(zip(plan.axes, op.maps, op.dims, strict=True)):
@@ -500,11 +465,7 @@ class Predictor:
         for t, data in zip(spec.outputs, results, strict=True):
             index = [slice(None)] * data.ndim
             for d, axis in enumerate(t.axes):
-                if (
-                    axis.is_spatial
-                    and axis.ref is not None
-                    and (axis.ref.tensor, axis.ref.axis) in lengths
-                ):
+                if axis.is_spatial and axis.ref is not None and (axis.ref.tensor, axis.ref.axis) in lengths:
                     ref_axis = spec.tensor(axis.ref.tensor).axis(axis.ref.axis)
                     n = lengths[(axis.ref.tensor, axis.ref.axis)]
                     index[d] = slice(0, round(n * ref_axis.scale / axis.scale + axis.ref.offset))

@@ -45,10 +45,7 @@ class Tensor:
 
 def needs_stats(op: Op) -> bool:
     if op.id == "clip":
-        return (
-            op.kwargs.get("min_percentile") is not None
-            or op.kwargs.get("max_percentile") is not None
-        )
+        return op.kwargs.get("min_percentile") is not None or op.kwargs.get("max_percentile") is not None
     return op.id in STAT_OPS
 
 
@@ -82,8 +79,7 @@ def mean_std(t: Tensor, axes: Sequence[str] | None) -> tuple[np.ndarray, np.ndar
     dims = _reduce_axes(t, axes)
     count = int(np.prod([t.data.shape[d] for d in dims])) if dims else 1
     total = sum(
-        np.sum(np.asarray(t.data[c]), axis=dims, keepdims=True, dtype=np.float64)
-        for c in _chunks(t, dims)
+        np.sum(np.asarray(t.data[c]), axis=dims, keepdims=True, dtype=np.float64) for c in _chunks(t, dims)
     )
     mean = total / count
     squares = sum(
@@ -93,17 +89,13 @@ def mean_std(t: Tensor, axes: Sequence[str] | None) -> tuple[np.ndarray, np.ndar
     return mean, np.sqrt(squares / count)
 
 
-def quantiles(
-    t: Tensor, axes: Sequence[str] | None, qs: Sequence[float], method: str
-) -> list[np.ndarray]:
+def quantiles(t: Tensor, axes: Sequence[str] | None, qs: Sequence[float], method: str) -> list[np.ndarray]:
     dims = _reduce_axes(t, axes)
     values = np.quantile(np.asarray(t.data), list(qs), axis=dims, keepdims=True, method=method)
     return [values[i] for i in range(len(qs))]
 
 
-def _along(
-    values: float | Sequence[float], axis: str | None, axes: tuple[str, ...]
-) -> np.ndarray | float:
+def _along(values: float | Sequence[float], axis: str | None, axes: tuple[str, ...]) -> np.ndarray | float:
     """A scalar, or a vector shaped to broadcast along ``axis``."""
     if axis is None:
         return values[0] if isinstance(values, (list, tuple)) else values
@@ -119,9 +111,7 @@ def _float(x: np.ndarray) -> type:
 def _affine(x: np.ndarray, gain, offset) -> np.ndarray:
     """``x * gain + offset`` in float32 (float64 stays float64), with the constants cast first."""
     dt = _float(x)
-    return (x.astype(dt, copy=False) * np.asarray(gain, dt) + np.asarray(offset, dt)).astype(
-        dt, copy=False
-    )
+    return (x.astype(dt, copy=False) * np.asarray(gain, dt) + np.asarray(offset, dt)).astype(dt, copy=False)
 
 
 def _stat_free(op: Op, axes: tuple[str, ...]) -> TileFn:
@@ -163,8 +153,7 @@ def _with_stats(op: Op, t: Tensor, refs: Mapping[str, Tensor]) -> TileFn:
         mean, std = mean_std(t, kw.get("axes"))
         ref_mean, ref_std = mean_std(ref, kw.get("axes"))
         return lambda x: (
-            _normalise(x, mean, std + eps) * (ref_std + eps).astype(np.float32)
-            + ref_mean.astype(np.float32)
+            _normalise(x, mean, std + eps) * (ref_std + eps).astype(np.float32) + ref_mean.astype(np.float32)
         )
     if op.id == "scale_range":
         ref = refs[kw["reference_tensor"]] if kw.get("reference_tensor") else t
@@ -177,9 +166,7 @@ def _with_stats(op: Op, t: Tensor, refs: Mapping[str, Tensor]) -> TileFn:
         return lambda x: _normalise(x, lower, upper - lower + eps)
     if op.id == "clip":
         qs = [kw.get("min_percentile"), kw.get("max_percentile")]
-        values = quantiles(
-            t, kw.get("axes"), [q / 100 for q in qs if q is not None], "inverted_cdf"
-        )
+        values = quantiles(t, kw.get("axes"), [q / 100 for q in qs if q is not None], "inverted_cdf")
         lo = kw.get("min") if qs[0] is None else values.pop(0)
         hi = kw.get("max") if qs[1] is None else values.pop(0)
         return lambda x: np.clip(x, lo, hi)
@@ -188,9 +175,7 @@ def _with_stats(op: Op, t: Tensor, refs: Mapping[str, Tensor]) -> TileFn:
 
 def _normalise(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     dt = _float(x)
-    return ((x.astype(dt, copy=False) - center.astype(dt)) / scale.astype(dt)).astype(
-        dt, copy=False
-    )
+    return ((x.astype(dt, copy=False) - center.astype(dt)) / scale.astype(dt)).astype(dt, copy=False)
 
 
 def _transparent_for_stats(op: Op) -> bool:

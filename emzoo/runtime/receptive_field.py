@@ -24,9 +24,7 @@ class ProbeSetup:
 
     input_shapes: tuple[tuple[int, ...], ...]
     input_dims: tuple[tuple[int, ...], ...]  # dims of each input that are the grid axes
-    output_dims: tuple[
-        tuple[int | None, ...], ...
-    ]  # per output: its dim for each grid axis (None: absent)
+    output_dims: tuple[tuple[int | None, ...], ...]  # per output: its dim for each grid axis (None: absent)
     ratios: tuple[tuple[float, ...], ...]  # per output and grid axis: output px per input px
     offsets: tuple[tuple[int, ...], ...]
 

@@ -21,9 +21,7 @@ def _check_entry(zip_path: Path, info: zipfile.ZipInfo) -> None:
     name = info.filename
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise PackageError(
-            f"{zip_path}: unsafe zip entry {name!r} is a symbolic link; refusing to unpack"
-        )
+        raise PackageError(f"{zip_path}: unsafe zip entry {name!r} is a symbolic link; refusing to unpack")
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or ".." in pure.parts or (pure.parts and ":" in pure.parts[0]):
         raise PackageError(
@@ -62,9 +60,7 @@ def extract_zip_safely(zip_path: Path, target: Path, *, max_bytes: int | None = 
                     while block := src.read(1 << 20):
                         written += len(block)
                         if written > limit:  # headers can lie about sizes
-                            raise PackageError(
-                                f"{zip_path}: unpacks to more than {limit / 1e9:.2f} GB"
-                            )
+                            raise PackageError(f"{zip_path}: unpacks to more than {limit / 1e9:.2f} GB")
                         dst.write(block)
         try:
             os.rename(tmp, target)

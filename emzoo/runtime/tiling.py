@@ -65,11 +65,7 @@ class AxisRule:
         if self.fixed is not None:
             return min(self.fixed & -self.fixed, 32)  # largest power of two dividing it, capped
         if self.step:
-            return (
-                self.step
-                if (self.min or 0) % self.step == 0
-                else math.gcd(self.step, self.min or 0) or 1
-            )
+            return self.step if (self.min or 0) % self.step == 0 else math.gcd(self.step, self.min or 0) or 1
         return 1
 
 
@@ -174,9 +170,7 @@ def choose_block(
         if cost < best_cost:
             best, best_cost = n, cost
     if best is None:
-        raise ValueError(
-            f"no accepted block size up to {max_block} px leaves room for a {halo} px halo"
-        )
+        raise ValueError(f"no accepted block size up to {max_block} px leaves room for a {halo} px halo")
     return best
 
 
@@ -209,9 +203,7 @@ class OutputAxisMap:
 def _exact(value: float, what: str) -> int:
     r = round(value)
     if abs(value - r) > 1e-6:
-        raise ValueError(
-            f"{what} {value} is not a whole number of pixels; tile with another alignment"
-        )
+        raise ValueError(f"{what} {value} is not a whole number of pixels; tile with another alignment")
     return int(r)
 
 

@@ -37,9 +37,7 @@ def one_paragraph(source: str, summary: Any) -> str:
     """What is wrong with a package, in one paragraph that names the fields."""
     found = problems(summary) or [f"validation status {summary.status}"]
     shown = "; ".join(found[:MAX_PROBLEMS_SHOWN])
-    more = (
-        f" (and {len(found) - MAX_PROBLEMS_SHOWN} more)" if len(found) > MAX_PROBLEMS_SHOWN else ""
-    )
+    more = f" (and {len(found) - MAX_PROBLEMS_SHOWN} more)" if len(found) > MAX_PROBLEMS_SHOWN else ""
     return (
         f"{source} is not a valid bioimage.io model package: {shown}{more}. "
         f"Fix these fields in its rdf.yaml; `emzoo validate {source}` lists every problem."

@@ -26,9 +26,7 @@ def read_npy(path: Path) -> Image:
     data = np.load(path, mmap_mode="r", allow_pickle=False)
     axes = guess_axes(data.shape)
     if not axes:
-        raise ValueError(
-            f"a {data.ndim}D array has no default axes; save it as 2D (yx) or 3D (zyx)"
-        )
+        raise ValueError(f"a {data.ndim}D array has no default axes; save it as 2D (yx) or 3D (zyx)")
     return Image(data, ImageMeta(axes=axes, source=path, format="npy"))
 
 

@@ -65,9 +65,7 @@ def load_backend(package: ModelPackage, weights: Weights, device: str = "auto") 
     _load_builtin()
     loader = _LOADERS.get(weights.format)
     if loader is None:
-        raise BackendError(
-            f"emzoo cannot run {weights.format} weights (it runs {', '.join(_LOADERS)})"
-        )
+        raise BackendError(f"emzoo cannot run {weights.format} weights (it runs {', '.join(_LOADERS)})")
     return loader(package, weights, device)
 
 

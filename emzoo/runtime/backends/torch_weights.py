@@ -82,9 +82,7 @@ def _architecture(package: ModelPackage, arch: Architecture):
                 spec.loader.exec_module(module)
             except Exception as e:
                 del sys.modules[name]
-                raise BackendError(
-                    f"the architecture file {arch.source} fails to import: {e}"
-                ) from e
+                raise BackendError(f"the architecture file {arch.source} fails to import: {e}") from e
     else:
         try:
             module = importlib.import_module(str(arch.import_from))

@@ -1,0 +1,3 @@
+from emzoo.cli import main
+
+main(prog_name="emzoo")

@@ -1,0 +1,1 @@
+"""Training framework (needs torch: ``pip install emzoo[train]``)."""

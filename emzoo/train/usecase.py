@@ -1,0 +1,114 @@
+"""The contract between a use case (``training/<name>/``), the trainer and the packager.
+
+A use case is a class derived from :class:`UseCase`, registered with :func:`register_usecase`.
+The trainer calls ``datasets``, ``build_model``, ``loss`` and ``metrics``; the packager calls
+``packaging`` and ``evaluate`` (which runs the *packaged* model through emzoo's runtime, so that
+the metrics written into a package are those of the package itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# predict(image: np.ndarray with the input's axes) -> {output id: np.ndarray}
+PredictFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """How one package tensor looks (without batch); ``axes`` like ``"cyx"``, ``"czyx"`` or ``"c"``
+    (for image-to-value outputs ``"c"`` or ``"ci"``)."""
+
+    id: str
+    axes: str
+    channel_names: tuple[str, ...]
+    description: str = ""
+    processing: tuple[dict[str, Any], ...] = ()  # spec 0.5 ops: {"id": ..., "kwargs": {...}}
+    data_range: tuple[float | None, float | None] = (None, None)
+
+
+@dataclass(frozen=True)
+class PackagingInfo:
+    """Everything a package needs besides weights, test tensors and metrics."""
+
+    name: str
+    description: str
+    task: str  # e.g. "semantic segmentation", "counting", "denoising"
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    authors: tuple[dict[str, str], ...]  # {"name": ..., "affiliation": ...}
+    license: str
+    cite: tuple[dict[str, str], ...]  # {"text": ..., "doi": ...} or {"text": ..., "url": ...}
+    tags: tuple[str, ...]
+    pixel_size: dict[str, float]  # of the training data, per spatial axis letter
+    pixel_unit: str  # canonical unit name ("nanometer", "angstrom", ...)
+    training_data: dict[str, str]  # {"name": ..., "source": ..., "license": ..., "split": ...}
+    intended_use: str
+    limitations: str
+    extra_card_sections: dict[str, str] = field(default_factory=dict)
+
+
+class UseCase:
+    """Base class of a use case; subclasses fill in the data, model, loss and metrics."""
+
+    name: str = ""
+    params_file: Path | None = None  # the documented parameters (YAML) of this use case
+
+    def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"train": Dataset, "val": Dataset, "test": [(image, label), ...]}`` (torch datasets)."""
+        raise NotImplementedError
+
+    def check_data(self, data_dir: Path) -> None:
+        """Raise :class:`emzoo.errors.InputError` with a clear message before any training starts."""
+        raise NotImplementedError
+
+    def build_model(self, params: dict[str, Any]):
+        """A fresh ``torch.nn.Module``."""
+        raise NotImplementedError
+
+    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
+        """``(self-contained source file, callable name, kwargs)`` for pytorch_state_dict weights."""
+        raise NotImplementedError
+
+    def loss(self, params: dict[str, Any]) -> Callable:
+        raise NotImplementedError
+
+    def metrics(self, prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Validation metrics for one sample (numpy in, floats out); higher or lower is stated in
+        ``main_metric``."""
+        raise NotImplementedError
+
+    main_metric: tuple[str, str] = ("loss", "min")  # (name, "min" | "max") for early stopping
+
+    def packaging(self, params: dict[str, Any]) -> PackagingInfo:
+        raise NotImplementedError
+
+    def sample_input(self, data_dir: Path) -> np.ndarray:
+        """A real image (input axes, raw dtype) for test tensors and covers."""
+        raise NotImplementedError
+
+    def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of ``predict`` on the held-out test split and of the classical baseline:
+        ``{"dataset_role": "test", "sample_count": n, "metrics": {name: value},
+        "baseline": {"name": ..., "metrics": {...}}, "samples": [...]}``."""
+        raise NotImplementedError
+
+
+_USECASES: dict[str, type[UseCase]] = {}
+
+
+def register_usecase(cls: type[UseCase]) -> type[UseCase]:
+    """Class decorator: make a use case known to ``emzoo train --list``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name")
+    _USECASES[cls.name] = cls
+    return cls
+
+
+def registered_usecases() -> dict[str, type[UseCase]]:
+    return dict(_USECASES)

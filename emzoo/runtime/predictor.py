@@ -5,6 +5,7 @@ The :class:`Predictor` loads the weights once and is reused for every image of a
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from emzoo.runtime.tiling import (
     AxisRule,
     AxisTiling,
     OutputAxisMap,
-    blend_weights,
+    Stitcher,
     choose_block,
     iter_tiles,
     mirror_pad,
@@ -32,6 +33,7 @@ from emzoo.runtime.tiling import (
     read_block,
 )
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 # largest block edge chosen automatically: 512-1024 px tiles beat whole-image calls on CPU
@@ -267,39 +269,63 @@ class Predictor:
         base = blocks(declared, zero)
         single = all(g.length + 2 * p <= n for g, n, p in zip(grid, base, pads, strict=True))
         rf: list[int | None] = [None] * ndim
-        if single:
-            halos, blends = declared, zero
-        elif s.halo is not None:
-            halos = [max(s.halo, p) for p in pads]
-            rf = self._receptive_field(grid, outputs) if s.blend is None else rf
-            blends = [
-                s.blend if s.blend is not None else self._auto_blend(r, h, n)
-                for r, h, n in zip(rf, halos, base, strict=True)
-            ]
-        else:
+        if not single and (s.halo is None or s.blend is None):
             rf = self._receptive_field(grid, outputs)
-            halos, blends = [], []
-            for k, g in enumerate(grid):
-                need = declared[k] if rf[k] is None else max(declared[k], rf[k] + RF_MARGIN + pads[k])
-                fits = g.rule.fixed is None or g.rule.fixed - 2 * need >= g.rule.fixed // 4
-                halos.append(need if fits else declared[k])
-                blend = 0 if fits and rf[k] is not None else self._auto_blend(rf[k], halos[k], base[k])
-                blends.append(s.blend if s.blend is not None else blend)
-        sizes = base if single else blocks(halos, blends)
-        axes = tuple(
-            plan_axis(g.length, n, h, align=a, blend=b, pad_before=p)
-            for g, n, h, a, b, p in zip(grid, sizes, halos, aligns, blends, pads, strict=True)
-        )
+        want = [
+            max(s.halo, p) if s.halo is not None else d if r is None else max(d, r + RF_MARGIN + p)
+            for d, r, p in zip(declared, rf, pads, strict=True)
+        ]
+        sizes = base if single else blocks(want, zero)
+        halos, blends = [], []
+        for k in range(ndim):
+            n, a = sizes[k], aligns[k]
+            h = declared[k] if single else want[k]
+            if not single and s.halo is None:  # keep at least half of a fixed/given block as stride
+                h = min(h, max(declared[k], (n - max(n // 2, a)) // 2))
+            room = max(0, (n - 2 * h - a) // 2)  # blend that still leaves one alignment step of stride
+            if single:
+                b = 0
+            elif s.blend is not None:
+                b = s.blend
+            elif rf[k] is None:
+                b = min(room, n // 8)  # unknown or global receptive field: feather the seams
+            else:
+                b = max(0, min(rf[k] + pads[k] - h, room))
+            halos.append(h)
+            blends.append(b)
+        if any(blends) and s.tile is None and not single:
+            sizes = blocks(halos, blends)
+        try:
+            axes = tuple(
+                plan_axis(g.length, n, h, align=a, blend=b, pad_before=p)
+                for g, n, h, a, b, p in zip(grid, sizes, halos, aligns, blends, pads, strict=True)
+            )
+        except ValueError as e:
+            raise UsageError(f"cannot tile this image: {e}") from None
+        if any(blends) and s.blend is None:
+            log.warning(
+                "blocks of %s px cannot hold the receptive field (%s px) with a halo: tiles are blended "
+                "over %s px, so results near seams may differ slightly from a whole-image run",
+                sizes,
+                rf,
+                blends,
+            )
         batch = s.batch_size or (4 if self.device == "cuda" else 1)
         batch_axis = next((a for a in self.spec.inputs[0].axes if a.type == "batch"), None)
         if batch_axis is None or batch_axis.size == 1:
             batch = 1
-        return Plan(grid, axes, outputs, tuple(rf), batch)
-
-    @staticmethod
-    def _auto_blend(rf: int | None, halo: int, block: int) -> int:
-        room = max(0, (block - 2 * halo) // 4)
-        return room if rf is None else min(max(rf - halo, 0), room)
+        plan = Plan(grid, axes, outputs, tuple(rf), batch)
+        log.info(
+            "tiling: %d blocks of %s px (image %s), halo %s, blend %s, receptive field %s, batch %d",
+            plan.n_tiles,
+            [a.block for a in axes],
+            [g.length for g in grid],
+            halos,
+            blends,
+            rf,
+            batch,
+        )
+        return plan
 
     def _accepted_tile(self, g: GridAxis, n: int) -> int:
         if g.rule.accepts(n):
@@ -362,77 +388,37 @@ class Predictor:
 
     def _run_tiled(self, inputs, pre, plan: Plan, progress: Progress | None) -> dict[str, np.ndarray]:
         spec = self.spec
-        post_needs_stats = {
-            t.id: any(processing.needs_stats(op) for op in t.processing) for t in spec.outputs
-        }
-        blending = any(a.blend > 0 for a in plan.axes)
-        post_tile = {
-            t.id: processing.bind(t.processing, processing.Tensor(None, t.axis_ids))
-            for t in spec.outputs
-            if not blending and not post_needs_stats[t.id]
-        }
-        acc: dict[str, np.ndarray] = {}
-        wsum: dict[str, np.ndarray] = {}
+        stitchers = {}
+        for t in spec.outputs:
+            stat_free = not any(processing.needs_stats(op) for op in t.processing)
+            post = processing.bind(t.processing, processing.Tensor(None, t.axis_ids)) if stat_free else None
+            op = plan.outputs[t.id]
+            stitchers[t.id] = Stitcher(plan.axes, op.dims, op.maps, post=post)
         tiles = list(iter_tiles(plan.axes))
         in_tensors = [t for t in spec.inputs if t.id in inputs]
-        batch_dims = [_batch_dim(t) for t in in_tensors]
-        done = 0
         for first in range(0, len(tiles), plan.batch_size):
             group = tiles[first : first + plan.batch_size]
             arrays = []
-            for t, bdim in zip(in_tensors, batch_dims, strict=True):
-                dims = tuple(g.input_dims[in_tensors.index(t)] for g in plan.grid)
+            for i, t in enumerate(in_tensors):
+                dims = tuple(g.input_dims[i] for g in plan.grid)
                 blocks = [pre[t.id](read_block(inputs[t.id], plan.axes, tile, dims)) for tile in group]
-                arrays.append(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=bdim or 0))
+                arrays.append(
+                    blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=_batch_dim(t) or 0)
+                )
             results = self._run_batch(arrays)
             for t, result in zip(spec.outputs, results, strict=True):
-                op = plan.outputs[t.id]
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
                     block = result if len(group) == 1 or bdim is None else np.take(result, [i], axis=bdim)
-                    self._paste(t, op, plan, tile, block, acc, wsum, post_tile.get(t.id), blending)
-            done += len(group)
+                    stitchers[t.id].add(tile, block)
             if progress is not None:
-                progress(done, len(tiles))
+                progress(first + len(group), len(tiles))
         outputs = {}
         for t in spec.outputs:
-            data = acc[t.id]
-            if blending:
-                data /= wsum[t.id]
-            if t.id not in post_tile:
-                data = _postprocess_whole(t, data)
-            outputs[t.id] = data
+            stitcher = stitchers[t.id]
+            data = stitcher.result()
+            outputs[t.id] = data if stitcher.post is not None else _postprocess_whole(t, data)
         return outputs
-
-    def _paste(self, t, op: OutputPlan, plan: Plan, tile, block, acc, wsum, post, blending: bool) -> None:
-        src = [slice(None)] * block.ndim
-        dst = [slice(None)] * block.ndim
-        for k, (ax, amap, dim) in enumerate(zip(plan.axes, op.maps, op.dims, strict=True)):
-            s_slice, d_slice = amap.regions(ax, tile.index[k])
-            src[dim], dst[dim] = s_slice, d_slice
-        piece = block[tuple(src)]
-        if post is not None:
-            piece = post(piece)
-        if t.id not in acc:
-            shape = list(block.shape)
-            for ax, amap, dim in zip(plan.axes, op.maps, op.dims, strict=True):
-                shape[dim] = amap.length(ax)
-            dtype = piece.dtype if post is not None else np.float32
-            acc[t.id] = np.zeros(shape, dtype=dtype)
-            if blending:
-                wsum[t.id] = np.zeros(
-                    [shape[d] if d in op.dims else 1 for d in range(len(shape))], np.float32
-                )
-        if not blending:
-            acc[t.id][tuple(dst)] = piece
-            return
-        w = np.ones([1] * block.ndim, np.float32)
-        for k, (ax, amap, dim) in enumerate(zip(plan.axes, op.maps, op.dims, strict=True)):
-            shape = [1] * block.ndim
-            shape[dim] = -1
-            w = w * blend_weights(ax, tile.index[k], amap).reshape(shape)
-        acc[t.id][tuple(dst)] += piece * w
-        wsum[t.id][tuple(dst)] += w
 
     def _run_whole(self, inputs, pre) -> dict[str, np.ndarray]:
         """One call with every input padded (mirrored, far end) to a size the model accepts."""

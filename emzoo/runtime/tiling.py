@@ -236,6 +236,69 @@ def iter_tiles(axes: Sequence[AxisTiling]) -> Iterator[Tile]:
         yield Tile(index, tuple(a.starts[j] for a, j in zip(axes, index, strict=True)))
 
 
+class Stitcher:
+    """Assembles one output tensor from its blocks' outputs.
+
+    Without blending each block's owned region is pasted (through ``post``, e.g. a sigmoid, when
+    given); with blending the raw outputs are mixed with :func:`blend_weights` and normalised by
+    their sum in :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        axes: Sequence[AxisTiling],
+        dims: Sequence[int],
+        maps: Sequence[OutputAxisMap] | None = None,
+        *,
+        post=None,
+    ):
+        self.axes, self.dims = tuple(axes), tuple(dims)
+        self.maps = tuple(maps) if maps is not None else tuple(OutputAxisMap() for _ in axes)
+        self.blending = any(a.blend > 0 for a in self.axes)
+        self.post = None if self.blending else post
+        self.data: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+
+    def _allocate(self, block: np.ndarray, piece: np.ndarray) -> None:
+        shape = list(block.shape)
+        for ax, amap, dim in zip(self.axes, self.maps, self.dims, strict=True):
+            shape[dim] = amap.length(ax)
+        dtype = np.result_type(piece.dtype, np.float32) if self.blending else piece.dtype
+        self.data = np.zeros(shape, dtype=dtype)
+        if self.blending:
+            self.weights = np.zeros(
+                [shape[d] if d in self.dims else 1 for d in range(len(shape))], np.float32
+            )
+
+    def add(self, tile: Tile, block: np.ndarray) -> None:
+        src = [slice(None)] * block.ndim
+        dst = [slice(None)] * block.ndim
+        for k, (ax, amap, dim) in enumerate(zip(self.axes, self.maps, self.dims, strict=True)):
+            src[dim], dst[dim] = amap.regions(ax, tile.index[k])
+        piece = block[tuple(src)]
+        if self.post is not None:
+            piece = self.post(piece)
+        if self.data is None:
+            self._allocate(block, piece)
+        if not self.blending:
+            self.data[tuple(dst)] = piece
+            return
+        w = np.ones([1] * block.ndim, np.float32)
+        for k, (ax, amap, dim) in enumerate(zip(self.axes, self.maps, self.dims, strict=True)):
+            shape = [1] * block.ndim
+            shape[dim] = -1
+            w = w * blend_weights(ax, tile.index[k], amap).reshape(shape)
+        self.data[tuple(dst)] += piece * w
+        self.weights[tuple(dst)] += w
+
+    def result(self) -> np.ndarray:
+        if self.data is None:
+            raise ValueError("no block was added")
+        if self.blending:
+            self.data /= self.weights
+        return self.data
+
+
 def read_block(image, axes: Sequence[AxisTiling], tile: Tile, dims: Sequence[int]) -> np.ndarray:
     """The block of ``image`` for ``tile``, mirrored where it reaches past the image.
 

@@ -13,7 +13,13 @@ _AXES_BY_NDIM = {2: "yx", 3: "zyx", 4: "czyx"}
 
 
 def guess_axes(shape: tuple[int, ...]) -> str:
-    """``yx`` for 2D, ``zyx`` for 3D, except a small last or first axis (<= 4) reads as channels."""
+    """``yx`` for 2D, ``zyx`` for 3D, except a small last or first axis (<= 4) reads as channels.
+
+    Leading length-1 dimensions beyond three (a bioimage.io test tensor is ``bcyx``) are ``b``.
+    """
+    if len(shape) > 3 and shape[0] == 1:
+        rest = guess_axes(shape[1:])
+        return "b" + rest if rest else ""
     if len(shape) == 3 and shape[-1] <= 4 < min(shape[:2]):
         return "yxc"
     if len(shape) == 3 and shape[0] <= 4 < min(shape[1:]):

@@ -73,7 +73,11 @@ class OnnxBackend:
             name: np.ascontiguousarray(x, dtype=t)
             for name, x, t in zip(self.input_names, inputs, self.input_types, strict=False)
         }
-        return self.session.run(self.output_names, feed)
+        try:
+            return self.session.run(self.output_names, feed)
+        except Exception as e:  # onnxruntime's errors name shapes; keep them, drop the traceback
+            shapes = ", ".join("x".join(map(str, x.shape)) for x in feed.values())
+            raise BackendError(f"onnxruntime failed on a block of shape {shapes}: {e}") from e
 
 
 @register_backend("onnx")

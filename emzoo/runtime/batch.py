@@ -1,0 +1,204 @@
+"""Predict many files with one loaded model: output names, skipping, atomic writes, a summary."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emzoo.errors import EmzooError
+from emzoo.io import Image, InputFile, read_image, write_image
+from emzoo.io.registry import get_writer
+from emzoo.io.write import temporary_sibling
+from emzoo.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+# the default output format follows the input where emzoo can write that format
+_FOLLOW_INPUT = {"mrc": "mrc", "ome-zarr": "ome-zarr", "zarr": "ome-zarr"}
+_KNOWN_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"done: {len(self.done)}, skipped: {len(self.skipped)}, failed: {len(self.failed)}"
+            f" ({self.seconds:.1f} s)"
+        ]
+        out += [f"  failed {p}: {reason}" for p, reason in self.failed]
+        if self.skipped:
+            out.append("  skipped inputs whose outputs exist already (--overwrite replaces them)")
+        return out
+
+
+def stem(path: Path) -> str:
+    name = path.name
+    for suffix in _KNOWN_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def output_format_for(image_format: str, requested: str | None) -> str:
+    return requested or _FOLLOW_INPUT.get(image_format, "tiff")
+
+
+def output_stems(items: Sequence[InputFile]) -> dict[Path, str]:
+    """``<relative folder>/<stem>`` per input; inputs that would share one (a.png, a.tif) keep their
+    suffix in it (``a_png``, ``a_tif``)."""
+    plain = {f.path: str(f.relative.parent / stem(f.path)) for f in items}
+    counts: dict[str, int] = {}
+    for name in plain.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        f.path: plain[f.path]
+        if counts[plain[f.path]] == 1
+        else plain[f.path] + "_" + f.path.suffix.lstrip(".")
+        for f in items
+    }
+
+
+def output_paths(predictor: Predictor, base: str, out_dir: Path, fmt: str) -> dict[str, Path]:
+    """One path per output tensor: ``OUT/<relative folder>/<stem>_<output id><suffix>``."""
+    paths = {}
+    for t in predictor.spec.outputs:
+        is_value = not any(a.is_spatial for a in t.axes)
+        suffix = ".csv" if is_value else get_writer(fmt).suffix
+        paths[t.id] = out_dir / f"{base}_{t.id}{suffix}"
+    return paths
+
+
+def _write_csv(path: Path, image: Image, channel_names: Sequence[str]) -> None:
+    values = np.asarray(image.data).reshape(-1)
+    names = (
+        list(channel_names) if len(channel_names) == values.size else [f"v{i}" for i in range(values.size)]
+    )
+    buf = _io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(names)
+    writer.writerow([f"{v:.6g}" for v in values])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _writable(data: np.ndarray) -> np.ndarray:
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    if data.dtype == np.float64:
+        return data.astype(np.float32)
+    return data
+
+
+def _guarded(summary: Summary, path: Path, fn: Callable[[], None]) -> None:
+    """Run one input's prediction; a failure is recorded in the summary, not raised."""
+    try:
+        fn()
+    except EmzooError as e:
+        summary.failed.append((path, str(e)))
+    except MemoryError:
+        summary.failed.append((path, "out of memory: try a smaller --tile"))
+    except Exception as e:  # keep going with the other inputs; --verbose logs the traceback
+        log.info("unexpected error on %s", path, exc_info=True)
+        summary.failed.append((path, f"{type(e).__name__}: {e}"))
+
+
+def predict_files(
+    predictor: Predictor,
+    items: Sequence[InputFile],
+    out_dir: Path,
+    *,
+    output_format: str | None = None,
+    overwrite: bool = False,
+    on_file: Callable[[InputFile], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Summary:
+    """Predict every input file (single-input models); one failure does not stop the others."""
+    return predict_samples(
+        predictor,
+        [{predictor.spec.inputs[0].id: item} for item in items],
+        out_dir,
+        output_format=output_format,
+        overwrite=overwrite,
+        on_file=on_file,
+        on_tile=on_tile,
+    )
+
+
+def predict_samples(
+    predictor: Predictor,
+    samples: Sequence[dict[str, InputFile]],
+    out_dir: Path,
+    *,
+    output_format: str | None = None,
+    overwrite: bool = False,
+    on_file: Callable[[InputFile], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Summary:
+    """Predict samples given as ``{input id: file}``; outputs are named after the first input."""
+    summary = Summary()
+    start = time.perf_counter()
+    first_id = predictor.spec.inputs[0].id
+    stems = output_stems([s[first_id] for s in samples])
+    for sample in samples:
+        item = sample[first_id]
+        if on_file is not None:
+            on_file(item)
+        _guarded(
+            summary,
+            item.path,
+            lambda s=sample, i=item: _predict_one(
+                predictor, s, i, stems[i.path], out_dir, output_format, overwrite, on_tile, summary
+            ),
+        )
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _channel_names(tensor) -> tuple[str, ...]:
+    return next((a.channel_names for a in tensor.axes if a.type == "channel"), ())
+
+
+def _predict_one(
+    predictor: Predictor,
+    inputs: dict[str, InputFile],
+    name_from: InputFile,
+    base: str,
+    out_dir: Path,
+    output_format: str | None,
+    overwrite: bool,
+    on_tile: Callable[[int, int], None] | None,
+    summary: Summary,
+) -> None:
+    images = {tid: read_image(item.path) for tid, item in inputs.items()}
+    first = images[predictor.spec.inputs[0].id]
+    fmt = output_format_for(first.meta.format, output_format)
+    paths = output_paths(predictor, base, out_dir, fmt)
+    todo = {tid: p for tid, p in paths.items() if overwrite or not p.exists()}
+    if not todo:
+        summary.skipped.append(name_from.path)
+        return
+    results = predictor.predict(images, progress=on_tile)
+    for tid, path in todo.items():
+        image = results[tid]
+        if path.suffix == ".csv":
+            _write_csv(path, image, _channel_names(predictor.spec.output(tid)))
+        else:
+            write_image(path, _writable(np.asarray(image.data)), image.meta, format=fmt)
+        summary.written.append(path)
+    summary.done.append(name_from.path)

@@ -1,6 +1,7 @@
 """Reading and writing EM images: one registry of formats, atomic writes, input discovery."""
 
 from emzoo.io.discover import InputFile, expand_inputs
+from emzoo.io.formats.stack import read_slice_folder
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.io.registry import (
     find_reader,
@@ -23,6 +24,7 @@ __all__ = [
     "list_readers",
     "list_writers",
     "read_image",
+    "read_slice_folder",
     "register_reader",
     "register_writer",
     "write_image",

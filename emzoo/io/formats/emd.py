@@ -1,0 +1,60 @@
+"""Electron-microscopy HDF5 and TIA files through rosettasciio: Velox/NCEM ``.emd`` and TIA ``.ser``.
+
+An EMD file may hold several datasets (HAADF and other detector images, EDS maps, spectra): the reader
+takes the largest 2D image (the first one on ties), says which in ``meta.header["dataset"]`` and lists all
+of them in ``meta.header["datasets"]``. EMD data stays lazy (dask over HDF5); a SER file is small and
+read at once. Pixel size and unit come from the axes' calibration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emzoo.errors import InputError
+from emzoo.io.formats._rsciio import pick_image
+from emzoo.io.meta import Image
+from emzoo.io.registry import register_reader
+
+
+def _velox_contents(path: Path) -> str:
+    """What the groups under ``/Data`` of a Velox file are, for the message when none is an image."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            data = f.get("Data")
+            kinds = [f"{name} ({len(data[name])})" for name in data] if data is not None else []
+    except Exception:
+        return ""
+    return f"; its /Data groups: {', '.join(kinds)}" if kinds else ""
+
+
+@register_reader("emd", (".emd",))
+def read_emd(path: Path) -> Image:
+    from rsciio.emd import file_reader
+
+    try:
+        # Velox: images and EDS maps only (spectrum images are large and need the `sparse` package);
+        # rsciio documents "image" but accepts "images"
+        signals = file_reader(str(path), lazy=True, select_type="images")
+    except Exception as e:
+        raise InputError(
+            f"{path}: not a readable EMD file (Velox or NCEM flavour), or it is damaged "
+            f"({type(e).__name__}: {e})"
+        ) from e
+    if not signals:
+        raise InputError(f"{path}: this EMD file holds no image data{_velox_contents(path)}")
+    return pick_image(path, signals, "emd", what="EMD file")
+
+
+@register_reader("ser", (".ser",))
+def read_ser(path: Path) -> Image:
+    from rsciio.tia import file_reader
+
+    try:
+        signals = file_reader(str(path), lazy=False)  # rsciio parses every element anyway
+    except Exception as e:
+        raise InputError(
+            f"{path}: not a readable TIA .ser file, or it is damaged ({type(e).__name__}: {e})"
+        ) from e
+    return pick_image(path, signals, "ser", what="TIA series file")

@@ -176,18 +176,29 @@ class Predictor:
 
     # -- tensors in, tensors out (model axis order) ---------------------------------------------
 
-    def run(self, inputs: Mapping[str, object], *, progress: Progress | None = None) -> dict[str, np.ndarray]:
-        """Run on whole tensors in the model's axis order (batch of one); returns every output."""
+    def run(
+        self,
+        inputs: Mapping[str, object],
+        *,
+        progress: Progress | None = None,
+        statistics_from: Mapping[str, object] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run on whole tensors in the model's axis order (batch of one); returns every output.
+
+        ``statistics_from`` gives the tensors whose per-sample statistics normalise ``inputs``
+        (default: ``inputs`` themselves): streaming prediction passes the whole lazy image while
+        ``inputs`` is one chunk of it, so every chunk is normalised alike.
+        """
+        source = statistics_from if statistics_from is not None else inputs
         pre = {
-            t.id: processing.bind(t.processing, processing.Tensor(inputs[t.id], t.axis_ids))
+            t.id: processing.bind(t.processing, processing.Tensor(source[t.id], t.axis_ids))
             for t in self.spec.inputs
             if t.id in inputs
         }
         plan = self.plan(inputs)
-        if plan is None:
-            self.last_plan = None
-            return self._run_whole(inputs, pre)
         self.last_plan = plan
+        if plan is None:
+            return self._run_whole(inputs, pre)
         return self._run_tiled(inputs, pre, plan, progress)
 
     # -- planning --------------------------------------------------------------------------------

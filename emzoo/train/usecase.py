@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,10 +54,18 @@ class PackagingInfo:
 
 
 class UseCase:
-    """Base class of a use case; subclasses fill in the data, model, loss and metrics."""
+    """Base class of a use case; subclasses fill in the data, model, loss and metrics.
+
+    Conventions the trainer relies on: dataset items are ``(input, target)`` float tensors without the
+    batch axis; ``metrics`` receives ``postprocess(model output)`` and the target of one validation
+    sample as numpy arrays without the batch axis (the same kind of array that the package's
+    ``predict`` returns), so that validation and the packaged model are scored alike.
+    """
 
     name: str = ""
     params_file: Path | None = None  # the documented parameters (YAML) of this use case
+    # parameter overrides that make ``make_tiny_data`` train in about a second (tests)
+    tiny_params: ClassVar[dict[str, Any]] = {}
 
     def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """``{"train": Dataset, "val": Dataset, "test": [(image, label), ...]}`` (torch datasets)."""
@@ -96,6 +104,26 @@ class UseCase:
         """Metrics of ``predict`` on the held-out test split and of the classical baseline:
         ``{"dataset_role": "test", "sample_count": n, "metrics": {name: value},
         "baseline": {"name": ..., "metrics": {...}}, "samples": [...]}``."""
+        raise NotImplementedError
+
+    # -- additions used by the trainer (emzoo.train) -------------------------------------------------
+
+    def split(self, data_dir: Path, params: dict[str, Any]) -> dict[str, list[str]]:
+        """The file names of each role: ``{"train": [...], "val": [...], "test": [...]}`` (written to
+        the run's ``config.json``; must be the split that ``datasets`` uses)."""
+        raise NotImplementedError
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise :class:`emzoo.errors.UsageError` for parameter values the use case cannot train with
+        (e.g. a crop size that is not a multiple of ``2 ** depth``); called before any training."""
+
+    def postprocess(self, output: np.ndarray) -> np.ndarray:
+        """The package's postprocessing of one raw model output (e.g. a sigmoid), in numpy."""
+        return output
+
+    def make_tiny_data(self, out_dir: Path) -> Path:
+        """Write a tiny synthetic data folder that ``check_data`` accepts and return it; with
+        ``tiny_params`` one epoch of training on it takes about a second (used by the tests)."""
         raise NotImplementedError
 
 

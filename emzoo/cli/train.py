@@ -1,0 +1,125 @@
+"""``emzoo train USE_CASE --data DIR --out RUN_DIR``: train a use case of ``training/`` (needs torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emzoo.errors import UsageError
+
+_MULTI = ("--set", "--grid")
+
+
+class _TrainCommand(click.Command):
+    """Lets ``--set`` and ``--grid`` take several ``KEY=VALUE`` words: ``--set a=1 b=2`` is read as
+    ``--set a=1 --set b=2`` (a word with ``=`` after such an option belongs to it)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        expanded: list[str] = []
+        current = None  # the --set or --grid whose words are being read
+        for arg in args:
+            if arg in _MULTI:
+                current = arg
+            elif current is not None and not arg.startswith("-") and "=" in arg:
+                if expanded[-1] != current:  # a further word: repeat the option before it
+                    expanded.append(current)
+            else:
+                current = None
+            expanded.append(arg)
+        return super().parse_args(ctx, expanded)
+
+
+def _list() -> str:
+    from emzoo.train.discovery import broken_usecases, discover, training_dirs
+
+    found = discover()
+    lines = [f"Use cases in {', '.join(str(d) for d in training_dirs())}:"]
+    for name in sorted(found):
+        doc = (found[name].__doc__ or "").strip().splitlines()
+        lines.append(f"  {name}" + (f"  {doc[0]}" if doc else ""))
+    if not found:
+        lines.append("  (none; set EMZOO_TRAINING_DIR to the folder that holds them)")
+    for folder, error in broken_usecases().items():
+        lines.append(f"  {folder.name}  BROKEN: {error}")
+    return "\n".join(lines)
+
+
+@click.command("train", cls=_TrainCommand)
+@click.argument("use_case", required=False)
+@click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path), help="Folder with the training images and labels."
+)
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), help="Run folder to write (or resume).")
+@click.option("--epochs", type=int, help="Number of epochs (overrides the parameter; extends a resumed run).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE ...", help="Change parameters.")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2 ...", help="Train every combination (grid search).")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA if present), cpu, cuda or cuda:N."
+)
+@click.option("--list", "list_", is_flag=True, help="List the use cases and exit.")
+@click.option("--show-params", is_flag=True, help="Show USE_CASE's parameters with explanations and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device, list_, show_params, quiet):
+    """Train USE_CASE (see --list) on --data into the run folder --out.
+
+    \b
+    emzoo train membrane_segmentation --data ../shared/data/isbi2012_membranes --out runs/membranes
+    emzoo train membrane_segmentation --out runs/membranes --resume --epochs 120
+    emzoo train membrane_segmentation --data DIR --out runs/grid --grid lr=1e-3,3e-4 batch_size=2,4
+    """
+    if list_:
+        click.echo(_list())
+        return
+    if not use_case:
+        raise UsageError("name a use case (emzoo train USE_CASE ...); 'emzoo train --list' shows them")
+    from emzoo.train.discovery import get_usecase
+    from emzoo.train.params import format_params, load_param_file
+
+    uc = get_usecase(use_case)
+    if show_params:
+        if uc.params_file is None:
+            raise UsageError(f"use case {use_case!r} declares no params_file")
+        click.echo(format_params(load_param_file(uc.params_file)))
+        return
+    if run_dir is None:
+        raise UsageError("--out is required: the run folder to write (or to continue with --resume)")
+    if grid:
+        from emzoo.train.grid import grid_search
+
+        rows = grid_search(
+            uc,
+            data_dir,
+            run_dir,
+            grid,
+            overrides=overrides,
+            epochs=epochs,
+            resume=resume,
+            device=device,
+            progress=not quiet,
+        )
+        best = rows[0]
+        name = uc.main_metric[0]
+        click.echo(
+            f"best: {run_dir / best['run']} ({name} = {best.get(f'val_{name}')}); "
+            f"summary in {run_dir / 'grid_summary.csv'}"
+        )
+        return
+    from emzoo.train.trainer import train
+
+    result = train(
+        uc,
+        data_dir,
+        run_dir,
+        overrides=overrides,
+        epochs=epochs,
+        resume=resume,
+        device=device,
+        progress=not quiet,
+    )
+    name = uc.main_metric[0]
+    click.echo(
+        f"{result.status} after {result.epochs_completed} epochs; best epoch {result.best_epoch} "
+        f"({name} = {result.best_metrics.get(name, float('nan')):.4g}); run folder {result.run_dir}"
+    )

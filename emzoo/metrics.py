@@ -1,0 +1,199 @@
+"""Evaluation metrics: one function per metric, numpy arrays in, a float out.
+
+Segmentation (:func:`pixel_error`, :func:`dice`, :func:`adapted_rand_error`,
+:func:`membrane_adapted_rand_error`), restoration (:func:`psnr`, :func:`ssim`) and counting or
+detection (:func:`count_mae`, :func:`count_relative_error`, :func:`detection_precision`,
+:func:`detection_recall`, :func:`detection_f1`). Probability maps are turned into masks with
+``prediction > threshold``; boolean masks pass through unchanged. scipy and scikit-image are
+imported inside the functions that need them, so ``import emzoo.metrics`` stays light.
+
+>>> import numpy as np
+>>> truth = np.array([[1, 0], [0, 0]], bool)
+>>> pixel_error(np.array([[0.9, 0.2], [0.7, 0.1]]), truth)
+0.25
+>>> dice(np.array([[0.9, 0.2], [0.7, 0.1]]), truth)
+0.6666666666666666
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "adapted_rand_error",
+    "count_mae",
+    "count_relative_error",
+    "detection_f1",
+    "detection_precision",
+    "detection_recall",
+    "dice",
+    "match_points",
+    "membrane_adapted_rand_error",
+    "pixel_error",
+    "psnr",
+    "ssim",
+]
+
+
+def _mask(x: np.ndarray, threshold: float) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype == bool else x > threshold
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"prediction {np.shape(a)} and target {np.shape(b)} differ in shape")
+
+
+# -- segmentation -----------------------------------------------------------------------------------
+
+
+def pixel_error(prediction: np.ndarray, target: np.ndarray, *, threshold: float = 0.5) -> float:
+    """Fraction of pixels whose class (``> threshold``) differs from the target mask (lower is better)."""
+    _same_shape(prediction, target)
+    return float(np.mean(_mask(prediction, threshold) != _mask(target, threshold)))
+
+
+def dice(prediction: np.ndarray, target: np.ndarray, *, threshold: float = 0.5) -> float:
+    """Dice coefficient (= F1 score) of the positive class, 1.0 when both masks are empty (higher is
+    better)."""
+    _same_shape(prediction, target)
+    p, t = _mask(prediction, threshold), _mask(target, threshold)
+    total = int(p.sum()) + int(t.sum())
+    return 1.0 if total == 0 else float(2 * np.logical_and(p, t).sum() / total)
+
+
+def adapted_rand_error(segmentation: np.ndarray, true_segmentation: np.ndarray) -> float:
+    """Foreground-restricted adapted Rand error (1 - Rand F-score, as in ISBI 2012 and SNEMI3D; lower is
+    better).
+
+    Both arguments are label images in which 0 marks boundary or background. *Foreground-restricted*
+    means that only pixels inside a true object (``true_segmentation > 0``) are scored: the true
+    boundaries are ignored. Pixels that the proposal labels 0 are **not** one big object (that would
+    merge every predicted boundary pixel into one huge segment); each counts as its own single-pixel
+    segment, as in the SNEMI3D/ISBI scoring scripts, so that a boundary drawn through a cell counts
+    as a split. No border thinning is applied, so values are not the challenge leaderboard's
+    ``V_rand (thinned)``.
+    """
+    from skimage.metrics import adapted_rand_error as _are
+
+    _same_shape(segmentation, true_segmentation)
+    true = np.asarray(true_segmentation).astype(np.int64)
+    if not np.any(true > 0):
+        raise ValueError("the true segmentation has no foreground (no label > 0): nothing to score")
+    seg = np.asarray(segmentation).astype(np.int64)
+    zeros = seg == 0
+    seg[zeros] = seg.max() + 1 + np.arange(int(zeros.sum()), dtype=np.int64)  # singletons
+    with np.errstate(divide="ignore", invalid="ignore"):  # precision is 0/0 when all are singletons
+        error, _, _ = _are(true, seg, ignore_labels=(0,))
+    return float(error)
+
+
+def membrane_adapted_rand_error(
+    prediction: np.ndarray, target: np.ndarray, *, threshold: float = 0.5
+) -> float:
+    """The ISBI 2012 cell-level score from membrane maps (lower is better).
+
+    ``prediction`` is a membrane probability (or mask), ``target`` the true membrane mask (2D or with
+    leading length-1 axes). Cells are the 4-connected components of the non-membrane pixels of each,
+    and :func:`adapted_rand_error` compares them, restricted to the true cell interiors.
+    """
+    from scipy import ndimage
+
+    _same_shape(prediction, target)
+    pred_cells = ~_mask(np.squeeze(prediction), threshold)
+    true_cells = ~_mask(np.squeeze(target), threshold)
+    structure = ndimage.generate_binary_structure(true_cells.ndim, 1)  # 4-connectivity in 2D
+    seg, _ = ndimage.label(pred_cells, structure=structure)
+    true, _ = ndimage.label(true_cells, structure=structure)
+    return adapted_rand_error(seg, true)
+
+
+# -- restoration ------------------------------------------------------------------------------------
+
+
+def _data_range(target: np.ndarray, data_range: float | None) -> float:
+    if data_range is not None:
+        return float(data_range)
+    value = float(np.max(target)) - float(np.min(target))
+    if value <= 0:
+        raise ValueError("the target is constant: give data_range explicitly")
+    return value
+
+
+def psnr(prediction: np.ndarray, target: np.ndarray, *, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (higher is better); ``data_range`` defaults to the target's
+    max - min. Identical images give ``inf``."""
+    _same_shape(prediction, target)
+    dr = _data_range(target, data_range)
+    mse = float(np.mean((np.asarray(prediction, np.float64) - np.asarray(target, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(dr**2 / mse))
+
+
+def ssim(prediction: np.ndarray, target: np.ndarray, *, data_range: float | None = None) -> float:
+    """Structural similarity (scikit-image, 7x7 window) of two single-channel images (higher is better,
+    at most 1)."""
+    from skimage.metrics import structural_similarity
+
+    _same_shape(prediction, target)
+    dr = _data_range(target, data_range)
+    return float(
+        structural_similarity(
+            np.asarray(target, np.float64), np.asarray(prediction, np.float64), data_range=dr
+        )
+    )
+
+
+# -- counting and detection -------------------------------------------------------------------------
+
+
+def count_mae(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute error of per-image counts (lower is better)."""
+    _same_shape(predicted, true)
+    return float(np.mean(np.abs(np.asarray(predicted, np.float64) - np.asarray(true, np.float64))))
+
+
+def count_relative_error(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Mean of ``|predicted - true| / true`` over images (lower is better); true counts must be > 0."""
+    _same_shape(predicted, true)
+    t = np.asarray(true, np.float64)
+    if np.any(t <= 0):
+        raise ValueError("count_relative_error needs true counts > 0 (use count_mae for empty images)")
+    return float(np.mean(np.abs(np.asarray(predicted, np.float64) - t) / t))
+
+
+def match_points(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> int:
+    """Number of one-to-one matches between two point sets (``(n, ndim)`` coordinates) at most
+    ``max_distance`` apart, maximising the matches (Hungarian assignment)."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    if len(predicted) == 0 or len(true) == 0:
+        return 0
+    p = np.asarray(predicted, np.float64).reshape(len(predicted), -1)
+    t = np.asarray(true, np.float64).reshape(len(true), -1)
+    far = cdist(p, t) > max_distance
+    rows, cols = linear_sum_assignment(far.astype(np.float64))  # minimise the number of far pairs
+    return int(np.sum(~far[rows, cols]))
+
+
+def detection_precision(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> float:
+    """Matched predictions / all predictions (1.0 when nothing is predicted and nothing is there)."""
+    if len(predicted) == 0:
+        return 1.0 if len(true) == 0 else 0.0
+    return match_points(predicted, true, max_distance=max_distance) / len(predicted)
+
+
+def detection_recall(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> float:
+    """Matched true points / all true points (1.0 when there is nothing to find and nothing found)."""
+    if len(true) == 0:
+        return 1.0 if len(predicted) == 0 else 0.0
+    return match_points(predicted, true, max_distance=max_distance) / len(true)
+
+
+def detection_f1(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> float:
+    """Harmonic mean of :func:`detection_precision` and :func:`detection_recall`."""
+    if len(predicted) == 0 and len(true) == 0:
+        return 1.0
+    matched = match_points(predicted, true, max_distance=max_distance)
+    return float(2 * matched / (len(predicted) + len(true)))

@@ -1,0 +1,121 @@
+"""PNG plots of a run: loss and metric curves (``plots/``) and validation predictions (``samples/``).
+
+Curves are drawn on matplotlib's Agg canvas directly (no pyplot), so the trainer neither needs a
+display nor changes the backend of a notebook it runs in. Samples are written with Pillow at full
+resolution (input | target | prediction), which is faster and shows every pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    # fixed margins (in inches) instead of a layout engine: several times faster to save
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.35 / height)
+    fig.subplots_adjust(wspace=0.3)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _column(rows: Sequence[Mapping[str, object]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for row in rows:
+        value = row.get(key)
+        if value not in (None, ""):
+            xs.append(int(row["epoch"]))
+            ys.append(float(value))
+    return xs, ys
+
+
+def plot_loss(rows: Sequence[Mapping[str, object]], path: Path) -> None:
+    """Training and validation loss per epoch (log scale when all values are positive)."""
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    positive = True
+    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
+        xs, ys = _column(rows, key)
+        ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+        positive = positive and all(y > 0 for y in ys)
+    if positive and rows:
+        ax.set_yscale("log")
+    _epoch_axis(ax)
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_metrics(
+    rows: Sequence[Mapping[str, object]], names: Sequence[str], path: Path, *, best_epoch=None
+) -> None:
+    """One panel per validation metric (``val_<name>`` columns), the best epoch marked."""
+    fig = _figure(4 * max(len(names), 1), 3.5)
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=False):
+        xs, ys = _column(rows, f"val_{name}")
+        ax.plot(xs, ys, marker="." if len(xs) < 30 else None)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.6", linestyle="--", linewidth=1)
+        ax.set_title(name)
+        _epoch_axis(ax)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _show(array: np.ndarray) -> np.ndarray | None:
+    """A 2D uint8 view of a sample array (first channel, middle slice), or None if it is not an image.
+
+    Values in [0, 1] (masks, probabilities) map to black..white as they are; others are stretched
+    between their 0.5 and 99.5 percentiles.
+    """
+    a = np.asarray(array, np.float32)
+    while a.ndim > 2:
+        a = a[a.shape[0] // 2] if a.ndim > 3 else a[0]
+    if a.ndim != 2 or a.size == 0:
+        return None
+    if a.min() >= 0 and a.max() <= 1:
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = np.percentile(a, [0.5, 99.5])
+    scaled = (a - lo) / max(hi - lo, 1e-12)
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def plot_sample(image: np.ndarray, target: np.ndarray, prediction: np.ndarray, path: Path) -> bool:
+    """Input | target | prediction side by side at full resolution (first channel; middle slice of
+    3D data), as a grayscale PNG. Returns False (and writes nothing) for outputs that are not images.
+    """
+    from PIL import Image
+
+    views = [_show(a) for a in (image, target, prediction)]
+    if any(v is None for v in views) or len({v.shape for v in views}) > 1:
+        return False
+    gap = np.full((views[0].shape[0], 4), 255, np.uint8)
+    row = np.concatenate([views[0], gap, views[1], gap, views[2]], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    Image.fromarray(row).save(tmp, format="PNG")
+    tmp.replace(path)
+    return True

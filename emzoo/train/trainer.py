@@ -1,0 +1,322 @@
+"""The training loop: epochs of a fixed number of iterations, validation, early stopping, checkpoints.
+
+:func:`train` is what ``emzoo train`` calls. Per epoch it trains on augmented random crops,
+validates on the whole validation images (the use case's loss and metrics, on the postprocessed
+output), appends a row to ``log.csv``, redraws the plots, keeps ``weights/best.pt`` (and the sample
+PNGs and ``metrics.json``) for the best value of ``usecase.main_metric`` and writes
+``weights/latest.pt``, the commit point of the epoch, last. ``--resume`` restarts after the last
+completed epoch with the model, optimizer, RNG states, early-stopping counter and log of that
+checkpoint, so that the resumed run trains like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from emzoo.errors import EmzooError, UsageError
+from emzoo.train import checkpoint, plots
+from emzoo.train.run import BEST, CONFIG, LATEST, LOG, METRICS, RunSetup, now, prepare_run
+from emzoo.train.runlog import write_csv, write_json
+from emzoo.train.usecase import UseCase
+
+log = logging.getLogger(__name__)
+MAX_SAMPLES = 6  # validation images drawn to samples/
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+class TrainingError(EmzooError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    epochs_completed: int
+    best_epoch: int | None
+    best_metrics: dict[str, float]
+    status: str  # "finished", "early_stopped"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+class _Trainer:
+    """The state of one run between epochs (kept small: everything else lives in the run folder)."""
+
+    def __init__(self, setup: RunSetup, device: torch.device, progress: bool):
+        self.uc: UseCase = setup.usecase
+        self.p = setup.params
+        self.device = device
+        self.progress = progress
+        self.dir = setup.run_dir
+        data = self.uc.datasets(setup.data_dir, self.p)
+        self.train_ds, self.val_ds = data["train"], data["val"]
+        if len(self.val_ds) == 0:
+            raise UsageError(f"use case {self.uc.name!r} gave an empty validation set")
+        _seed_everything(self.p["seed"])
+        self.model = self.uc.build_model(self.p).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=self.p["lr"], weight_decay=self.p["weight_decay"]
+        )
+        self.loss_fn = self.uc.loss(self.p)
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn = self.loss_fn.to(device)
+        self.metric_name, self.metric_mode = self.uc.main_metric
+        self.epoch = 0
+        self.completed = 0  # the last epoch whose checkpoint is written
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.rows: list[dict[str, Any]] = []
+
+    # -- resume --------------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        state = checkpoint.load_checkpoint(self.dir / LATEST)  # on CPU: RNG states must stay there
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        self.epoch = self.completed = int(state["epoch"])
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_metrics = dict(state["best_metrics"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.rows = [dict(r) for r in state["log"]]
+        write_csv(self.dir / LOG, self.rows)  # drop rows of an epoch that did not complete
+        log.info("resuming %s after epoch %d", self.dir, self.epoch)
+
+    # -- one epoch -----------------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        if hasattr(self.train_ds, "set_epoch"):
+            self.train_ds.set_epoch(self.epoch)
+        generator = torch.Generator().manual_seed(self.p["seed"] * 1_000_003 + self.epoch)
+        return DataLoader(
+            self.train_ds,
+            batch_size=self.p["batch_size"],
+            shuffle=True,
+            generator=generator,
+            num_workers=self.p["num_workers"],
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def train_epoch(self) -> float:
+        from tqdm import tqdm
+
+        self.model.train()
+        total, count = 0.0, 0
+        loader = self._loader()
+        bar = tqdm(
+            loader, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress, file=sys.stderr
+        )
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the training loss became {loss.item()} in epoch {self.epoch}; "
+                    f"try a smaller learning rate (--set lr=...)"
+                )
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(x)
+            count += len(x)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        if count == 0:
+            raise UsageError(f"no training batch in epoch {self.epoch}: fewer samples than batch_size")
+        return total / count
+
+    @torch.no_grad()
+    def validate(self) -> tuple[dict[str, float], list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        samples = []
+        names = getattr(self.val_ds, "names", None)
+        for i in range(len(self.val_ds)):
+            x, y = self.val_ds[i]
+            out = self.model(x[None].to(self.device))
+            values = {"loss": float(self.loss_fn(out, y[None].to(self.device)).item())}
+            prediction = self.uc.postprocess(out[0].cpu().numpy())
+            target = y.numpy()
+            values.update({k: float(v) for k, v in self.uc.metrics(prediction, target).items()})
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if i < MAX_SAMPLES:
+                samples.append((names[i] if names else str(i), x.numpy(), target, prediction))
+        metrics = {k: v / len(self.val_ds) for k, v in sums.items()}
+        if self.metric_name not in metrics:
+            raise UsageError(
+                f"main_metric {self.metric_name!r} of use case {self.uc.name!r} is not among its "
+                f"validation metrics ({', '.join(metrics)})"
+            )
+        return metrics, samples
+
+    def end_epoch(self, train_loss: float, metrics: dict[str, float], samples, seconds: float) -> dict:
+        value = metrics[self.metric_name]
+        improved = _better(value, self.best, self.metric_mode)
+        row = {"epoch": self.epoch, "train_loss": train_loss}
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        row.update(lr=self.optimizer.param_groups[0]["lr"], seconds=round(seconds, 2), best=int(improved))
+        self.rows.append(row)
+        if improved:
+            self.best, self.best_epoch, self.best_metrics, self.bad_epochs = value, self.epoch, metrics, 0
+            checkpoint.save_weights(self.model, self.dir / BEST)
+            for name, image, target, prediction in samples:
+                plots.plot_sample(image, target, prediction, self.dir / "samples" / f"{Path(name).stem}.png")
+            write_json(
+                self.dir / METRICS,
+                {
+                    "dataset_role": "validation",
+                    "epoch": self.epoch,
+                    "sample_count": len(self.val_ds),
+                    "main_metric": {"name": self.metric_name, "mode": self.metric_mode},
+                    "metrics": metrics,
+                },
+            )
+        else:
+            self.bad_epochs += 1
+        patience = self.p["patience"]
+        self.stopped_early = patience > 0 and self.bad_epochs >= patience
+        write_csv(self.dir / LOG, self.rows)
+        plots.plot_loss(self.rows, self.dir / "plots" / "loss.png")
+        names = [k for k in metrics if k != "loss"]
+        plots.plot_metrics(self.rows, names, self.dir / "plots" / "metrics.png", best_epoch=self.best_epoch)
+        checkpoint.save_checkpoint(  # last: the epoch counts as completed once this file is written
+            self.dir / LATEST,
+            model=checkpoint.cpu_state_dict(self.model),
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.epoch,
+            best=self.best,
+            best_epoch=self.best_epoch,
+            best_metrics=self.best_metrics,
+            bad_epochs=self.bad_epochs,
+            stopped_early=self.stopped_early,
+            log=self.rows,
+            rng=checkpoint.rng_state(),
+            params=self.p,
+        )
+        self.completed = self.epoch
+        return row
+
+    def run(self, on_epoch_end: EpochCallback | None) -> None:
+        from tqdm import tqdm
+
+        epochs = self.p["epochs"]
+        bar = tqdm(
+            total=epochs,
+            initial=self.epoch,
+            desc=self.uc.name,
+            unit="epoch",
+            disable=not self.progress,
+            file=sys.stderr,
+        )
+        try:
+            while self.epoch < epochs and not self.stopped_early:
+                self.epoch += 1
+                start = time.perf_counter()
+                train_loss = self.train_epoch()
+                metrics, samples = self.validate()
+                row = self.end_epoch(train_loss, metrics, samples, time.perf_counter() - start)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{train_loss:.4f}", **{self.metric_name: f"{metrics[self.metric_name]:.4f}"}
+                )
+                log.info("epoch %d: %s", self.epoch, row)
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch, row)
+        finally:
+            bar.close()
+
+
+def train(
+    usecase: str | UseCase,
+    data_dir: Path | None,
+    run_dir: Path,
+    *,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    epochs: int | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> RunResult:
+    """Train a use case into ``run_dir`` (or continue the run there with ``resume=True``).
+
+    ``overrides`` changes parameters of the use case's ``params.yaml`` (``{"lr": 3e-4}`` or
+    ``["lr=3e-4"]``); ``epochs`` overrides the ``epochs`` parameter (and may extend a resumed run).
+    All checks of parameters and data run before a model is built. ``on_epoch_end(epoch, row)`` is
+    called after each completed epoch (its checkpoint written).
+    """
+    dev = resolve_device(device)
+    setup = prepare_run(
+        usecase, data_dir, run_dir, overrides=overrides, epochs=epochs, resume=resume, device=str(dev)
+    )
+    trainer = _Trainer(setup, dev, progress)
+    if setup.resume:
+        trainer.restore()
+        if trainer.stopped_early or trainer.epoch >= setup.params["epochs"]:
+            why = (
+                "it stopped early (no improvement for `patience` epochs)"
+                if trainer.stopped_early
+                else f"all {trainer.epoch} epochs are done (give a larger --epochs to go on)"
+            )
+            log.warning("%s: nothing to resume, %s", run_dir, why)
+            status = "early_stopped" if trainer.stopped_early else "finished"
+            return RunResult(setup.run_dir, trainer.epoch, trainer.best_epoch, trainer.best_metrics, status)
+    config = setup.config
+    setup.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(setup.run_dir / CONFIG, config)
+    try:
+        trainer.run(on_epoch_end)
+    except BaseException:
+        config.update(status="interrupted", epochs_completed=trainer.completed)
+        write_json(setup.run_dir / CONFIG, config)
+        raise
+    status = "early_stopped" if trainer.stopped_early else "finished"
+    config.update(
+        status=status,
+        finished=now(),
+        epochs_completed=trainer.epoch,
+        best_epoch=trainer.best_epoch,
+    )
+    write_json(setup.run_dir / CONFIG, config)
+    return RunResult(setup.run_dir, trainer.epoch, trainer.best_epoch, trainer.best_metrics, status)

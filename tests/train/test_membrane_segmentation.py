@@ -1,0 +1,74 @@
+"""The membrane use case: its checks, split, evaluation and baseline on the real ISBI 2012 slices
+(skipped without ../shared/data), and the postprocessing it shares with the package."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emzoo.train.trainer import train
+from tests.conftest import shared
+
+
+@pytest.fixture(scope="module")
+def isbi():
+    return shared("isbi2012_membranes")
+
+
+def test_real_data_passes_the_checks_and_splits_by_slice(membrane, isbi):
+    membrane.check_data(isbi)  # the folder holding train/ works as well as train/ itself
+    split = membrane.split(isbi / "train", {})
+    assert split["train"] == [f"{i}.png" for i in range(17)]
+    assert split["val"] == ["17.png", "18.png", "19.png"]
+    assert split["test"] == [f"{i}.png" for i in range(20, 25)]
+    sample = membrane.sample_input(isbi)
+    assert sample.shape == (1, 512, 512) and sample.dtype == np.uint8
+
+
+def test_evaluate_calls_predict_on_the_test_slices_and_scores_the_baseline(membrane, isbi):
+    truth = {}
+    for i in range(20, 25):
+        image = np.asarray(Image.open(isbi / "train" / "image" / f"{i}.png"))
+        truth[image.tobytes()] = (np.asarray(Image.open(isbi / "train" / "label" / f"{i}.png")) == 0)[None]
+    calls = []
+
+    def perfect(image):
+        calls.append(image.shape)
+        return {"membrane_probability": truth[image[0].tobytes()].astype(np.float32)}
+
+    result = membrane.evaluate(perfect, isbi, {"baseline_sigma": 2.0})
+    assert calls == [(1, 512, 512)] * 5
+    assert result["dataset_role"] == "test" and result["sample_count"] == 5
+    assert result["metrics"] == {"pixel_error": 0.0, "dice": 1.0, "adapted_rand_error": 0.0}
+    assert [s["name"] for s in result["samples"]] == [f"{i}.png" for i in range(20, 25)]
+    base = result["baseline"]
+    assert "Otsu" in base["name"]
+    assert 0.2 < base["metrics"]["pixel_error"] < 0.35 and 0.5 < base["metrics"]["dice"] < 0.65
+    assert 0.3 < base["metrics"]["adapted_rand_error"] < 0.5
+
+
+def test_postprocess_is_the_packages_sigmoid(membrane):
+    logits = np.array([[[-2.0, 0.0, 3.0]]], np.float32)
+    probability = membrane.postprocess(logits)
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    assert probability.dtype == np.float32
+    info = membrane.packaging({"depth": 3, "features": 16})
+    assert [op["id"] for op in info.outputs[0].processing] == ["sigmoid", "ensure_dtype"]
+    assert [op["id"] for op in info.inputs[0].processing] == [
+        "ensure_dtype",
+        "zero_mean_unit_variance",
+        "ensure_dtype",
+    ]
+    assert info.pixel_size == {"y": 4.0, "x": 4.0} and info.pixel_unit == "nanometer"
+    assert {c["doi"] for c in info.cite} >= {"10.1371/journal.pbio.1000500", "10.3389/fnana.2015.00142"}
+
+
+@pytest.mark.slow
+def test_loss_goes_down_on_real_data(membrane, isbi, tmp_path):
+    params = {"epochs": 3, "iterations_per_epoch": 6, "batch_size": 2, "crop_size": 128, "features": 8}
+    train(membrane, isbi, tmp_path / "run", overrides=params, progress=False)
+    from emzoo.train.runlog import read_csv
+
+    rows = read_csv(tmp_path / "run" / "log.csv")
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

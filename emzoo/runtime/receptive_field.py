@@ -1,12 +1,16 @@
 """Measure how far one input pixel influences the output (the network's receptive-field radius).
 
 Declared halos are often too small (a U-Net of depth 3 sees about 46 px, a common declared halo is
-32). The probe runs the network twice on random input, the second time with one pixel changed,
-and reports the largest distance at which the output changed. Results are cached per weights file.
+32). The probe runs the network on random input, then again with one pixel changed by a large amount
+(both signs, two positions relative to the pooling grid), and reports the largest distance at which
+the output moved by more than 1e-7 of its scale. A small change fades below float precision well
+inside the true receptive field (an untrained depth-3 U-Net: 16 px with a change of 4, 50 px with
++-1000, against 51 px from its gradients). Results are cached per weights file.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +33,9 @@ class ProbeSetup:
     offsets: tuple[tuple[int, ...], ...]
 
 
-def probe_radius(run: RunFn, setup: ProbeSetup, shifts: Sequence[int] = (0, 3)) -> list[int | None]:
+def probe_radius(
+    run: RunFn, setup: ProbeSetup, shifts: Sequence[int] = (0, 3), amplitudes: Sequence[float] = (1e3, -1e3)
+) -> list[int | None]:
     """Receptive-field radius per grid axis in input pixels; None where it reaches the probe's edge."""
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal(s).astype(np.float32) for s in setup.input_shapes]
@@ -37,18 +43,18 @@ def probe_radius(run: RunFn, setup: ProbeSetup, shifts: Sequence[int] = (0, 3)) 
     n_axes = len(setup.input_dims[0])
     sizes = [setup.input_shapes[0][d] for d in setup.input_dims[0]]
     radius: list[int | None] = [0] * n_axes
-    for shift in shifts:
+    for shift, amplitude in itertools.product(shifts, amplitudes):
         centre = [s // 2 + shift for s in sizes]
         poked = [x.copy() for x in inputs]
         for x, dims in zip(poked, setup.input_dims, strict=True):
             index: list = [slice(None)] * x.ndim
             for d, c in zip(dims, centre, strict=True):
                 index[d] = c
-            x[tuple(index)] += 4.0
+            x[tuple(index)] += amplitude
         changed = run(poked)
         for o, (a, b) in enumerate(zip(base, changed, strict=True)):
             scale = float(np.max(np.abs(a))) + 1e-6
-            moved = np.abs(b.astype(np.float64) - a) > 1e-6 * scale
+            moved = np.abs(b.astype(np.float64) - a) > 1e-7 * scale
             for k in range(n_axes):
                 dim = setup.output_dims[o][k]
                 if dim is None:

@@ -1,0 +1,64 @@
+"""``emzoo package RUN_DIR -o model.zip``: turn a training run into a self-validating bioimage.io package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+FORMATS = ("onnx", "torchscript", "pytorch_state_dict")
+
+
+@click.command("package")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A .zip file, or a folder (e.g. zoo_models/NAME) for an unzipped package. "
+    "[default: RUN_DIR/model.zip]",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The data folder, if not where config.json says (test split, sample image, statistics).",
+)
+@click.option(
+    "--weights",
+    "weight_formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    help="Write only these weight formats (repeatable). [default: all three]",
+)
+@click.option("--test-size", type=int, default=256, show_default=True, help="Edge of the test tensors (px).")
+@click.option("--halo", type=int, default=None, help="Output halo (px). [default: measured receptive field]")
+@click.option("--model-version", default="0.1.0", show_default=True, help="The package version (semver).")
+@click.option("--no-bioimageio-test", is_flag=True, help="Skip bioimageio.core's test_model before writing.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def command(
+    run_dir, output, data_dir, weight_formats, test_size, halo, model_version, no_bioimageio_test, overwrite
+):
+    """Package the best weights of the training run RUN_DIR (written by `emzoo train`).
+
+    Exports ONNX, TorchScript and the state dict, checks that they agree with PyTorch, makes test
+    tensors with emzoo's runtime, evaluates the package on the use case's test split, writes the
+    model card and covers, and runs bioimageio.core's test_model for every weight format. Nothing
+    is written unless every check passes.
+    """
+    from emzoo.packaging.build import BuildOptions
+    from emzoo.packaging.run import package_run
+
+    options = BuildOptions(
+        weight_formats=tuple(weight_formats) or FORMATS,
+        halo=halo,
+        test_size=test_size,
+        version=model_version,
+        test_with_bioimageio=not no_bioimageio_test,
+        overwrite=overwrite,
+    )
+    target = output if output is not None else run_dir / "model.zip"
+    written = package_run(run_dir, target, data_dir=data_dir, options=options)
+    click.echo(f"wrote {written}")

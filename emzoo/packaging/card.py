@@ -1,0 +1,175 @@
+"""The README model card of a package (Markdown): what it does, on what data, how well, how to run it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from emzoo.train.usecase import PackagingInfo, TensorInfo
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card states besides the :class:`PackagingInfo`."""
+
+    input_axes: str  # e.g. "batch, channel(1), y[52+4n], x[52+4n]"
+    output_axes: dict[str, str]
+    halo: int
+    step: int
+    min_size: int
+    receptive_field: int | None
+    weight_formats: tuple[str, ...]
+    intensity: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    tolerance: str = ""
+    file_name: str = "model.zip"
+    preprocessing: str = ""
+    postprocessing: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def metrics_table(evaluation: dict[str, Any]) -> str:
+    """Model and baseline side by side, one row per metric."""
+    metrics = evaluation.get("metrics", {})
+    baseline = evaluation.get("baseline") or {}
+    base_metrics = baseline.get("metrics", {})
+    base_name = baseline.get("name", "classical baseline")
+    names = list(metrics) + [m for m in base_metrics if m not in metrics]
+    rows = ["| metric | this model | " + base_name + " |", "|---|---|---|"]
+    for m in names:
+        rows.append(f"| {m} | {_fmt(metrics.get(m, '-'))} | {_fmt(base_metrics.get(m, '-'))} |")
+    return "\n".join(rows)
+
+
+def _bullets(d: dict[str, Any]) -> str:
+    return "\n".join(f"- **{k}**: {_fmt(v)}" for k, v in d.items()) or "- (not recorded)"
+
+
+def render_card(info: PackagingInfo, facts: CardFacts) -> str:
+    """The Markdown text of README.md."""
+    unit = info.pixel_unit
+    pixel = ", ".join(f"{a}: {s:g} {unit}" for a, s in info.pixel_size.items())
+    td = info.training_data
+    stats = facts.intensity
+    ev = facts.evaluation
+    if ev:
+        role = ev.get("dataset_role", "test")
+        unseen = ", never seen in training or model selection" if role in ("test", "independent") else ""
+        validation = (
+            f"Evaluated through the packaged model (emzoo's runtime, as users run it) on "
+            f"{ev.get('sample_count', '?')} images of the **{role}** split"
+            f" ({ev.get('dataset_name', td.get('name', 'the training data set'))}){unseen}.\n\n"
+            + metrics_table(ev)
+        )
+    else:
+        validation = "No held-out evaluation was recorded for this package."
+    if facts.receptive_field is not None:
+        geometry = (
+            f"Input sizes must be {facts.min_size} + {facts.step}·n px along each spatial axis "
+            f"(the network down-samples by {facts.step}). The measured receptive-field radius is "
+            f"{facts.receptive_field} px; the declared halo is {facts.halo} px, so tiled prediction "
+            "(emzoo, bioimageio.core blockwise) matches a whole-image run away from the image border."
+        )
+    else:
+        geometry = (
+            f"One value per image: the whole image goes through the network in one call (sizes "
+            f"{facts.min_size} + {facts.step}·n px; other sizes are padded by mirroring at the far end)."
+        )
+    outputs = "\n".join(f"- `{k}`: {v}" for k, v in facts.output_axes.items())
+    post = "\n".join(f"- `{k}`: {v}" for k, v in facts.postprocessing.items())
+    fmts = ", ".join(facts.weight_formats)
+    sections = [
+        f"# {info.name}\n\n{info.description}",
+        f"## Task\n\n{info.task.capitalize()}.\n\n**Intended use.** {info.intended_use}",
+        "## Intended data\n\n"
+        f"Electron-microscopy images like the training data: pixel size {pixel}. Raw training images "
+        f"have mean {_fmt(stats.get('mean'))}, std {_fmt(stats.get('std'))}, 1st/99th percentiles "
+        f"{_fmt(stats.get('p1'))}/{_fmt(stats.get('p99'))} ({stats.get('dtype', '?')}; computed from "
+        f"{stats.get('source', 'the training images')}). These numbers are stored in "
+        "`config.emzoo.training_data` of rdf.yaml, so that tools can warn when an input looks unlike the "
+        "training data. Resample images of another pixel size before predicting.",
+        "## Training data and split\n\n"
+        + _bullets({k: v for k, v in td.items() if v})
+        + "\n\nFull description: `training_data` in rdf.yaml.",
+        "## Training settings\n\n" + _bullets(facts.training),
+        "## Validation\n\n" + validation,
+        "## Limitations and failure modes\n\n" + info.limitations,
+        "## Inputs and outputs\n\n"
+        f"- input `{info.inputs[0].id}`: {facts.input_axes}; preprocessing: {facts.preprocessing}\n"
+        f"{outputs}\n\nPost-processing:\n{post}\n\n{geometry}\n\n"
+        f"Weight formats: {fmts} (all three produce the test output within the reproducibility "
+        f"tolerance {facts.tolerance}).",
+        "## How to run it\n\n"
+        "With emzoo (ONNX Runtime, tiled, any image size):\n\n"
+        "```bash\n"
+        "pip install 'emzoo[cpu]'\n"
+        f"emzoo predict {facts.file_name} image.tif -o predictions/\n"
+        f"emzoo test {facts.file_name}\n"
+        "```\n\n"
+        "```python\n"
+        "from emzoo import Predictor\n"
+        "from emzoo.io import read_image\n\n"
+        f'predictor = Predictor("{facts.file_name}")\n'
+        'outputs = predictor.predict(read_image("image.tif"))\n'
+        "```\n\n"
+        "With bioimageio.core (choose the ONNX weights: the default is the slowest format here):\n\n"
+        "```bash\n"
+        f"bioimageio test {facts.file_name}\n"
+        f"bioimageio predict {facts.file_name} --inputs image.tif --outputs out.tif --weight-format onnx\n"
+        "```\n\n"
+        "```python\n"
+        "from bioimageio.core import create_prediction_pipeline, load_model_description\n\n"
+        f'pp = create_prediction_pipeline(load_model_description("{facts.file_name}"), '
+        'weights_format="onnx")\n'
+        "```",
+        "## Citation\n\n"
+        + "\n".join(
+            f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else f" {c.get('url', '')}")
+            for c in info.cite
+        ),
+    ]
+    for title, text in info.extra_card_sections.items():
+        sections.append(f"## {title}\n\n{text}")
+    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+
+
+def axes_text(
+    t: TensorInfo, min_size: int, step: int, halo: int, shape: tuple[int, ...] | None = None
+) -> str:
+    """``batch, channel(raw), y[52+4n], x[52+4n]`` for an input; outputs (``shape`` given) refer to it."""
+    parts = ["batch"]
+    for k, a in enumerate(t.axes, start=1):
+        if a == "c":
+            parts.append(f"channel({', '.join(t.channel_names)})")
+        elif a == "i":
+            parts.append(f"index[{shape[k] if shape else '?'}]")
+        elif shape is None:
+            parts.append(f"{a}[{min_size}+{step}n]")
+        else:
+            parts.append(f"{a}[= input, halo {halo}]")
+    return ", ".join(parts)
+
+
+def ops_text(ops: Sequence[Mapping[str, Any]]) -> str:
+    """``zero_mean_unit_variance(axes=['y', 'x']) -> ensure_dtype(dtype=float32)``."""
+    return " -> ".join(
+        op["id"] + (f"({', '.join(f'{k}={v}' for k, v in op['kwargs'].items())})" if op.get("kwargs") else "")
+        for op in ops
+    )
+
+
+def data_card(info: PackagingInfo, stats: Mapping[str, Any]) -> str:
+    """The documentation of the training data description (training_data.md)."""
+    td = info.training_data
+    lines = [f"# {td['name']}", "", td.get("description", "") or f"Training data of {info.name}.", ""]
+    lines += [f"- **{k}**: {v}" for k, v in td.items() if k not in ("name", "description") and v]
+    lines += [f"- **pixel size**: {info.pixel_size} {info.pixel_unit}", ""]
+    lines += ["Raw intensity statistics: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
+    return "\n".join(lines)

@@ -43,6 +43,36 @@ def _named_inputs(pairs: tuple[str, ...], input_ids: list[str]) -> dict[str, Inp
     return named
 
 
+_FORMAT_ALIASES = {"tif": "tiff", "zarr": "ome-zarr", "ome.zarr": "ome-zarr", "omezarr": "ome-zarr"}
+
+
+def _output_format(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from emzoo.io.registry import list_writers
+
+    name = _FORMAT_ALIASES.get(name.lower(), name.lower())
+    known = sorted(w.name for w in list_writers())
+    if name not in known:
+        raise UsageError(f"--output-format {name!r}: emzoo writes {', '.join(known)}")
+    return name
+
+
+def _stack_folders(arguments: tuple[str, ...]) -> list[InputFile]:
+    """With --stack every INPUT is one folder of slices (one volume, one output)."""
+    files = []
+    for arg in arguments:
+        path = Path(arg)
+        if not path.exists():
+            raise UsageError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise UsageError(
+                f"{path}: --stack reads folders of 2D slices, this is a file (leave out --stack)"
+            )
+        files.append(InputFile(path, Path(path.name)))
+    return files
+
+
 @click.command("predict")
 @click.argument("model")
 @click.argument("inputs", nargs=-1)
@@ -82,7 +112,36 @@ def _named_inputs(pairs: tuple[str, ...], input_ids: list[str]) -> dict[str, Inp
     "--batch-size", type=int, default=None, help="Tiles per model call (default: 1 on CPU, 4 on GPU)."
 )
 @click.option(
-    "--output-format", default=None, help="tiff (default), or a format emzoo writes (mrc, ome-zarr, npy)."
+    "--output-format",
+    default=None,
+    metavar="FORMAT",
+    help="tiff, mrc, ome-zarr, npy or png (default: follows the input: MRC -> mrc, Zarr -> ome-zarr, "
+    "else tiff). Outputs keep the input's pixel size.",
+)
+@click.option("--slices", is_flag=True, help="Run a 2D model on each z slice of a volume (stats per slice).")
+@click.option(
+    "--stack",
+    is_flag=True,
+    help="Read each INPUT folder of numbered 2D slices as one volume (z: natural order of the names).",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Predict out of core, chunk by chunk into OME-Zarr (resumable). Default: for Zarr, MRC and "
+    "uncompressed TIFF inputs above 64 Mpx and for OME-Zarr outputs.",
+)
+@click.option(
+    "--chunk-size",
+    default=None,
+    metavar="N[,N...]",
+    help="Chunk size in input pixels for out-of-core prediction (default 2048 in-plane, 256 for 3D models).",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the chunks on a dask.distributed cluster (scheduler address, e.g. tcp://host:8786).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (otherwise they are skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -98,6 +157,11 @@ def command(
     blend,
     batch_size,
     output_format,
+    slices,
+    stack,
+    stream,
+    chunk_size,
+    dask_address,
     overwrite,
     quiet,
 ):
@@ -105,23 +169,29 @@ def command(
 
     MODEL is a bioimage.io package: a .zip, a folder, or its rdf.yaml. One output file is written per
     input and output tensor; outputs that exist already are skipped, so an interrupted run can simply be
-    started again.
+    started again (an interrupted out-of-core run resumes at the first unfinished chunk).
     """
     from tqdm import tqdm
 
-    from emzoo.io.registry import get_writer
-    from emzoo.runtime.batch import predict_samples
+    from emzoo.runtime.batch import Options, predict_samples
     from emzoo.runtime.predictor import Predictor, TileSettings
 
-    if output_format is not None:
-        get_writer(output_format)  # unknown formats fail before the model loads
+    output_format = _output_format(output_format)  # unknown formats fail before the model loads
     if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if not inputs and not named:
         raise UsageError("give the images to predict: emzoo predict MODEL IMAGE_OR_FOLDER... [-o OUT]")
+    if stream is False and (chunk_size is not None or dask_address is not None):
+        option = "--chunk-size" if chunk_size is not None else "--dask"
+        raise UsageError(f"{option} is for out-of-core prediction: leave out --no-stream")
+    chunk = _sizes(chunk_size, "--chunk-size")
     settings = TileSettings(tile=_sizes(tile, "--tile"), halo=halo, blend=blend, batch_size=batch_size)
     predictor = Predictor(model, weight_format=weight_format, device=device, settings=settings)
     input_ids = [t.id for t in predictor.spec.inputs]
+    if slices:
+        from emzoo.runtime.slices import check_slices
+
+        check_slices(predictor)
     if named:
         if inputs:
             raise UsageError("give inputs either as arguments or as --input ID=PATH, not both")
@@ -130,9 +200,27 @@ def command(
         if len(input_ids) > 1:
             raise UsageError(
                 f"the model takes {len(input_ids)} inputs ({', '.join(input_ids)}): "
-                f"give each with --input ID=PATH, e.g. --input {input_ids[0]}=a.tif --input {input_ids[1]}=b.tif"
+                f"give each with --input ID=PATH, e.g. --input {input_ids[0]}=a.tif "
+                f"--input {input_ids[1]}=b.tif"
             )
-        samples = [{input_ids[0]: f} for f in expand_inputs(list(inputs))]
+        files = _stack_folders(inputs) if stack else expand_inputs(list(inputs))
+        samples = [{input_ids[0]: f} for f in files]
+    client = None
+    if dask_address is not None:
+        if len(input_ids) > 1:
+            raise UsageError(f"--dask runs one-input models; this one takes {len(input_ids)} inputs")
+        from emzoo.runtime.distributed import connect
+
+        client = connect(dask_address)
+    options = Options(
+        output_format=output_format,
+        overwrite=overwrite,
+        slices=slices,
+        stack=stack,
+        stream=stream,
+        chunk=chunk,
+        client=client,
+    )
     out = Path(out_dir)
     desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}]"
     bar = tqdm(
@@ -146,19 +234,17 @@ def command(
 
     def on_tile(done: int, total: int) -> None:
         if total > 1:
-            bar.set_postfix_str(f"tile {done}/{total}", refresh=done == total)
+            bar.set_postfix_str(f"{done}/{total}", refresh=done == total)
 
-    with bar:
-        summary = predict_samples(
-            predictor,
-            samples,
-            out,
-            output_format=output_format,
-            overwrite=overwrite,
-            on_file=on_file,
-            on_tile=on_tile,
-        )
-        bar.update(len(samples) - bar.n)
+    try:
+        with bar:
+            summary = predict_samples(
+                predictor, samples, out, on_file=on_file, on_tile=on_tile, options=options
+            )
+            bar.update(len(samples) - bar.n)
+    finally:
+        if client is not None:
+            client.close()
     for line in summary.lines():
         click.echo(line, err=bool(summary.failed) and line.startswith("  failed"))
     if summary.written and not quiet:

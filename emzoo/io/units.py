@@ -32,7 +32,10 @@ _ALIASES = {
 
 
 def normalize_unit(unit: str | None) -> str | None:
-    """``"nm"``, ``"Å"``, ``"µm"``... to ``"nanometer"``, ``"angstrom"``, ``"micrometer"``; None if unknown."""
+    """``"nm"``, ``"Å"``, ``"µm"``... to ``"nanometer"``, ``"angstrom"``, ``"micrometer"``.
+
+    None if the unit is unknown.
+    """
     if unit is None:
         return None
     key = str(unit).strip().lower()

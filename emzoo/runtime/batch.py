@@ -1,4 +1,10 @@
-"""Predict many files with one loaded model: output names, skipping, atomic writes, a summary."""
+"""Predict many files with one loaded model: output names, skipping, atomic writes, a summary.
+
+Each input is predicted in memory, slice by slice (``slices``: a 2D model on a volume), or, for large
+lazy inputs (Zarr, MRC, uncompressed TIFF above :data:`STREAM_ABOVE_PIXELS`) and OME-Zarr outputs,
+out of core, chunk by chunk (:mod:`emzoo.runtime.streaming`), optionally on a dask cluster
+(``client``, :mod:`emzoo.runtime.distributed`). Outputs keep the input's calibration.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,39 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from emzoo.errors import EmzooError
-from emzoo.io import Image, InputFile, read_image, write_image
+from emzoo.errors import EmzooError, UsageError
+from emzoo.io import Image, InputFile, read_image, read_slice_folder, write_image
 from emzoo.io.registry import get_writer
 from emzoo.io.write import temporary_sibling
+from emzoo.runtime import processing
 from emzoo.runtime.predictor import Predictor
+from emzoo.runtime.slices import predict_slices, takes_slices
 
 log = logging.getLogger(__name__)
 
 # the default output format follows the input where emzoo can write that format
 _FOLLOW_INPUT = {"mrc": "mrc", "ome-zarr": "ome-zarr", "zarr": "ome-zarr"}
 _KNOWN_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
+# lazy inputs with more pixels than this are predicted out of core (chunk by chunk) by default
+STREAM_ABOVE_PIXELS = 2**26
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the inputs of one run are read and predicted (the CLI's options, one record)."""
+
+    output_format: str | None = None  # None: follows the input (output_format_for)
+    overwrite: bool = False
+    slices: bool = False  # a 2D model on each z slice of a volume
+    stack: bool = False  # each input is a folder of 2D slices, read as one volume
+    stream: bool | None = None  # out of core: None = for large lazy inputs and OME-Zarr outputs
+    chunk: tuple[int, ...] | None = None  # streaming chunk size (input px per tiled axis)
+    client: object = None  # a dask.distributed Client or scheduler address: chunks run there
 
 
 @dataclass
@@ -32,6 +55,7 @@ class Summary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -40,6 +64,7 @@ class Summary:
             f" ({self.seconds:.1f} s)"
         ]
         out += [f"  failed {p}: {reason}" for p, reason in self.failed]
+        out += [f"  {note}" for note in self.notes]
         if self.skipped:
             out.append("  skipped inputs whose outputs exist already (--overwrite replaces them)")
         return out
@@ -127,6 +152,7 @@ def predict_files(
     overwrite: bool = False,
     on_file: Callable[[InputFile], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    options: Options | None = None,
 ) -> Summary:
     """Predict every input file (single-input models); one failure does not stop the others."""
     return predict_samples(
@@ -137,6 +163,7 @@ def predict_files(
         overwrite=overwrite,
         on_file=on_file,
         on_tile=on_tile,
+        options=options,
     )
 
 
@@ -149,8 +176,20 @@ def predict_samples(
     overwrite: bool = False,
     on_file: Callable[[InputFile], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    options: Options | None = None,
 ) -> Summary:
-    """Predict samples given as ``{input id: file}``; outputs are named after the first input."""
+    """Predict samples given as ``{input id: file}``; outputs are named after the first input.
+
+    ``options`` holds everything else (slices, stacks, streaming, a dask client); its
+    ``output_format``/``overwrite`` are replaced by the arguments of the same name when those are given.
+    """
+    options = options or Options()
+    if output_format is not None or overwrite:
+        options = replace(
+            options,
+            output_format=output_format or options.output_format,
+            overwrite=overwrite or options.overwrite,
+        )
     summary = Summary()
     start = time.perf_counter()
     first_id = predictor.spec.inputs[0].id
@@ -163,7 +202,7 @@ def predict_samples(
             summary,
             item.path,
             lambda s=sample, i=item: _predict_one(
-                predictor, s, i, stems[i.path], out_dir, output_format, overwrite, on_tile, summary
+                predictor, s, i, stems[i.path], out_dir, options, on_tile, summary
             ),
         )
     summary.seconds = time.perf_counter() - start
@@ -174,26 +213,54 @@ def _channel_names(tensor) -> tuple[str, ...]:
     return next((a.channel_names for a in tensor.axes if a.type == "channel"), ())
 
 
+def read_input(path: Path, *, stack: bool = False) -> Image:
+    """One input image (lazy where its format allows); ``stack``: a folder of 2D slices as a volume."""
+    return read_slice_folder(path) if stack else read_image(path)
+
+
+def should_stream(predictor: Predictor, images: dict[str, Image], fmt: str, options: Options) -> bool:
+    """Out of core: when asked, with a dask client, or (by default) for single-input models with an
+    OME-Zarr output or a lazy input above :data:`STREAM_ABOVE_PIXELS`."""
+    if options.client is not None:
+        return True
+    if options.stream is not None:
+        return options.stream
+    if len(predictor.spec.inputs) != 1:
+        return False
+    image = next(iter(images.values()))
+    large = not processing.in_memory(image.data) and np.prod(image.shape) > STREAM_ABOVE_PIXELS
+    return fmt == "ome-zarr" or bool(large)
+
+
 def _predict_one(
     predictor: Predictor,
     inputs: dict[str, InputFile],
     name_from: InputFile,
     base: str,
     out_dir: Path,
-    output_format: str | None,
-    overwrite: bool,
+    options: Options,
     on_tile: Callable[[int, int], None] | None,
     summary: Summary,
 ) -> None:
-    images = {tid: read_image(item.path) for tid, item in inputs.items()}
+    images = {tid: read_input(item.path, stack=options.stack) for tid, item in inputs.items()}
     first = images[predictor.spec.inputs[0].id]
-    fmt = output_format_for(first.meta.format, output_format)
+    fmt = output_format_for(first.meta.format, options.output_format)
     paths = output_paths(predictor, base, out_dir, fmt)
-    todo = {tid: p for tid, p in paths.items() if overwrite or not p.exists()}
+    todo = {tid: p for tid, p in paths.items() if options.overwrite or not p.exists()}
     if not todo:
         summary.skipped.append(name_from.path)
         return
-    results = predictor.predict(images, progress=on_tile)
+    streamed = should_stream(predictor, images, fmt, options) and _stream_one(
+        predictor, first, name_from, paths, fmt, options, on_tile, summary
+    )
+    if streamed:
+        summary.written.extend(paths.values())
+        summary.done.append(name_from.path)
+        return
+    if options.slices and takes_slices(images):
+        results = predict_slices(predictor, images, progress=on_tile)
+    else:
+        results = predictor.predict(images, progress=on_tile)
     for tid, path in todo.items():
         image = results[tid]
         if path.suffix == ".csv":
@@ -202,3 +269,40 @@ def _predict_one(
             write_image(path, _writable(np.asarray(image.data)), image.meta, format=fmt)
         summary.written.append(path)
     summary.done.append(name_from.path)
+
+
+def _stream_one(
+    predictor: Predictor,
+    image: Image,
+    item: InputFile,
+    paths: dict[str, Path],
+    fmt: str,
+    options: Options,
+    on_tile: Callable[[int, int], None] | None,
+    summary: Summary,
+) -> bool:
+    """Predict out of core; False when the model cannot stream and streaming was only the default."""
+    from emzoo.runtime import streaming
+
+    kwargs = dict(
+        output_format=fmt,
+        slices=options.slices,
+        chunk=options.chunk,
+        overwrite=options.overwrite,
+        progress=on_tile,
+    )
+    try:
+        if options.client is not None:
+            from emzoo.runtime.distributed import InputRef, run_distributed
+
+            source = InputRef(str(item.path.resolve()), options.stack)
+            result = run_distributed(predictor, image, source, paths, options.client, **kwargs)
+        else:
+            result = streaming.predict_streaming(predictor, image, paths, **kwargs)
+    except UsageError as e:
+        if options.stream is not None or options.client is not None:
+            raise
+        log.warning("%s: predicted in memory: %s", item.path, e)
+        return False
+    summary.notes.extend(f"{item.path}: {note}" for note in result.notes)
+    return True

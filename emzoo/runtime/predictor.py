@@ -78,6 +78,7 @@ class Plan:
     outputs: dict[str, OutputPlan]
     receptive_field: tuple[int | None, ...]
     batch_size: int
+    aligns: tuple[int, ...] = ()  # block starts are multiples of these (pooling + output scale)
 
     @property
     def n_tiles(self) -> int:
@@ -99,7 +100,7 @@ def _rule(spec: ModelSpec, tensor: TensorSpec, axis: Axis) -> AxisRule:
 
 
 def _ceil_div(a: float, b: float) -> int:
-    return int(math.ceil(a / b - 1e-9))
+    return math.ceil(a / b - 1e-9)
 
 
 class Predictor:
@@ -159,7 +160,7 @@ class Predictor:
         return {tid: self._to_image(self.spec.output(tid), data, reference) for tid, data in outputs.items()}
 
     def _to_image(self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta) -> Image:
-        letters, dims = output_axes(tensor)
+        letters, _ = output_axes(tensor)
         take = tuple(0 if a.type == "batch" else slice(None) for a in tensor.axes)
         arr = data[take]
         if "c" in letters and arr.shape[letters.index("c")] == 1 and len(letters) > 1:
@@ -182,16 +183,24 @@ class Predictor:
         *,
         progress: Progress | None = None,
         statistics_from: Mapping[str, object] | None = None,
+        statistics: dict[str, dict] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run on whole tensors in the model's axis order (batch of one); returns every output.
 
         ``statistics_from`` gives the tensors whose per-sample statistics normalise ``inputs``
         (default: ``inputs`` themselves): streaming prediction passes the whole lazy image while
-        ``inputs`` is one chunk of it, so every chunk is normalised alike.
+        ``inputs`` is one chunk of it, so every chunk is normalised alike. ``statistics`` (a dict,
+        per input id, of :func:`processing.bind` memos) keeps those statistics between calls: the
+        first call fills it, later calls with the same dict do not read ``statistics_from`` again
+        (see :meth:`input_statistics`).
         """
         source = statistics_from if statistics_from is not None else inputs
         pre = {
-            t.id: processing.bind(t.processing, processing.Tensor(source[t.id], t.axis_ids))
+            t.id: processing.bind(
+                t.processing,
+                processing.Tensor(source.get(t.id), t.axis_ids),
+                memo=None if statistics is None else statistics.setdefault(t.id, {}),
+            )
             for t in self.spec.inputs
             if t.id in inputs
         }
@@ -200,6 +209,18 @@ class Predictor:
         if plan is None:
             return self._run_whole(inputs, pre)
         return self._run_tiled(inputs, pre, plan, progress)
+
+    def input_statistics(self, whole: Mapping[str, object]) -> dict[str, dict]:
+        """The per-sample statistics of the inputs' pre-processing, computed on ``whole`` (tensors in
+        the model's axis order, lazy ones read in a streaming pass): plain numpy arrays to pass as
+        ``statistics`` to :meth:`run` for every chunk of the image (also to other processes)."""
+        stats: dict[str, dict] = {}
+        for t in self.spec.inputs:
+            if t.id in whole:
+                processing.bind(
+                    t.processing, processing.Tensor(whole[t.id], t.axis_ids), memo=stats.setdefault(t.id, {})
+                )
+        return stats
 
     # -- planning --------------------------------------------------------------------------------
 
@@ -325,7 +346,7 @@ class Predictor:
         batch_axis = next((a for a in self.spec.inputs[0].axes if a.type == "batch"), None)
         if batch_axis is None or batch_axis.size == 1:
             batch = 1
-        plan = Plan(grid, axes, outputs, tuple(rf), batch)
+        plan = Plan(grid, axes, outputs, tuple(rf), batch, tuple(aligns))
         log.info(
             "tiling: %d blocks of %s px (image %s), halo %s, blend %s, receptive field %s, batch %d",
             plan.n_tiles,
@@ -357,7 +378,8 @@ class Predictor:
         for size in sizes_options:
             sizes = [g.rule.valid(size) for g in grid]
             setup = self._probe_setup(grid, outputs, sizes)
-            key = f"{self.weights.sha256 or self.package.spec.name}-{self.weights.format}-{'x'.join(map(str, sizes))}"
+            weights_id = self.weights.sha256 or self.spec.name
+            key = f"rf2-{weights_id}-{self.weights.format}-{'x'.join(map(str, sizes))}"
             result = cached_radius(key, lambda setup=setup: probe_radius(self._run_batch, setup))
             if all(r is not None for r in result) or any(g.rule.fixed for g in grid):
                 break

@@ -34,7 +34,10 @@ def compare(
     diff = np.abs(a - e)
     mismatched = int(np.count_nonzero(diff > atol + rtol * np.abs(e)))
     ppm = mismatched / max(e.size, 1) * 1e6
-    detail = f"max |diff| {diff.max(initial=0):.2e}, {mismatched} of {e.size} elements off (rtol {rtol:g}, atol {atol:g})"
+    detail = (
+        f"max |diff| {diff.max(initial=0):.2e}, {mismatched} of {e.size} elements off "
+        f"(rtol {rtol:g}, atol {atol:g})"
+    )
     return ppm <= max_ppm, detail
 
 

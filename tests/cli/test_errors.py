@@ -182,6 +182,9 @@ def test_torch_missing_for_torch_weights(tmp_path, image):
 
 
 def test_import_emzoo_stays_light():
-    code = "import sys, emzoo, emzoo.cli; print(sorted(m for m in ('torch', 'onnxruntime', 'bioimageio.spec') if m in sys.modules))"
+    code = (
+        "import sys, emzoo, emzoo.cli\n"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'bioimageio.spec') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -32,8 +32,8 @@ CASES = [
 def _core(op: Op, data: np.ndarray) -> np.ndarray:
     """Run one op through bioimageio.core (the reference implementation)."""
     from bioimageio.core import Sample, Tensor
-    from bioimageio.core.proc_setup import setup_pre_and_postprocessing  # noqa: F401
     from bioimageio.core.proc_ops import get_proc
+    from bioimageio.core.proc_setup import setup_pre_and_postprocessing  # noqa: F401
     from bioimageio.core.stat_calculators import compute_measures
     from bioimageio.spec.model import v0_5
 

@@ -77,7 +77,8 @@ def _intensity_warnings(image: Image, training: dict[str, Any]) -> list[str]:
     if max(abs(a - b) for a, b in zip(mine, train, strict=True)) > SPREAD_TOLERANCE:
         return [
             "its intensity distribution is unlike the training data's (1st-99th percentile at "
-            f"{mine[0]:+.1f}..{mine[1]:+.1f} std around the mean, training {train[0]:+.1f}..{train[1]:+.1f}): "
+            f"{mine[0]:+.1f}..{mine[1]:+.1f} std around the mean, "
+            f"training {train[0]:+.1f}..{train[1]:+.1f}): "
             "check contrast inversion, saturation or a different detector"
         ]
     return []

@@ -24,6 +24,7 @@ from emzoo.io import Image, InputFile, read_image, read_slice_folder, write_imag
 from emzoo.io.registry import get_writer
 from emzoo.io.write import temporary_sibling
 from emzoo.runtime import processing
+from emzoo.runtime.ood import check_input
 from emzoo.runtime.predictor import Predictor
 from emzoo.runtime.slices import predict_slices, takes_slices
 
@@ -250,6 +251,7 @@ def _predict_one(
     if not todo:
         summary.skipped.append(name_from.path)
         return
+    summary.notes.extend(f"warning: {name_from.path}: {w}" for w in check_input(predictor.spec.emzoo, first))
     streamed = should_stream(predictor, images, fmt, options) and _stream_one(
         predictor, first, name_from, paths, fmt, options, on_tile, summary
     )

@@ -121,6 +121,10 @@ class UseCase:
         """The package's postprocessing of one raw model output (e.g. a sigmoid), in numpy."""
         return output
 
+    def read_label(self, path: Path) -> Any:
+        """The target of one label file, as ``metrics`` takes it (used by ``emzoo evaluate``)."""
+        raise NotImplementedError(f"the use case {self.name!r} cannot read label files")
+
     def make_tiny_data(self, out_dir: Path) -> Path:
         """Write a tiny synthetic data folder that ``check_data`` accepts and return it; with
         ``tiny_params`` one epoch of training on it takes about a second (used by the tests)."""

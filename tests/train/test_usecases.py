@@ -75,6 +75,76 @@ def test_tiny_use_case_packaging_metadata(tiny_run):
 
 
 # -- packaging -----------------------------------------------------------------------------------------
-# PLACE FOR THE PACKAGING ENGINEER: package each tiny run (``tiny_run`` gives the use case, its data
-# folder and the run folder), test the package with emzoo's runtime, and check that
-# ``uc.evaluate(predict, data_dir, params)`` returns test metrics for the model and the baseline.
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tiny_run, tmp_path_factory):
+    """The tiny run packaged as users would (``package_run``), without bioimageio.core's slow test.
+
+    An untrained network's outputs can be tiny (a density map of ~1e-5 per pixel): the default atol
+    (1% of the test output's maximum) then trips bioimageio.spec's own "atol <= 1%" check by float
+    noise, so the tiny packages promise a negligible atol and rely on the relative tolerance."""
+    from emzoo.packaging import BuildOptions, package_run
+    from emzoo.packaging.tensors import ReproducibilityTolerance
+
+    uc, data_dir, run, _ = tiny_run
+    options = BuildOptions(
+        test_size=64, test_with_bioimageio=False, reproducibility=ReproducibilityTolerance(atol=1e-9)
+    )
+    out = tmp_path_factory.mktemp(f"{uc.name}-package") / "model.zip"
+    return uc, data_dir, package_run(run, out, options=options)
+
+
+def test_tiny_run_packages_and_its_package_reproduces(tiny_package):
+    from emzoo.runtime.package import open_model
+    from emzoo.runtime.testing import reproduce
+
+    uc, _, path = tiny_package
+    package = open_model(path)
+    assert set(package.spec.weight_formats()) == {"onnx", "torchscript", "pytorch_state_dict"}
+    for fmt in package.spec.weight_formats():
+        ok, detail = reproduce(package, fmt)
+        assert ok, f"{fmt}: {detail}"
+    assert package.spec.emzoo["usecase"] == uc.name
+
+
+def test_tiny_package_carries_the_evaluation_of_model_and_baseline(tiny_package):
+    """``package_run`` ran ``uc.evaluate`` through the draft package: the test metrics of the model and
+    of the classical baseline are in ``config.emzoo.evaluation`` and ``config.bioimageio.evaluations``."""
+    from emzoo.runtime.package import open_model
+
+    _, _, path = tiny_package
+    spec = open_model(path).spec
+    evaluation = spec.emzoo["evaluation"]
+    assert evaluation["dataset_role"] in ("test", "independent") and evaluation["sample_count"] >= 1
+    metrics, baseline = evaluation["metrics"], evaluation["baseline"]["metrics"]
+    assert metrics and baseline and evaluation["baseline"]["name"]
+    assert set(baseline) <= set(metrics), "the baseline is scored with the model's metrics"
+    assert all(isinstance(v, float) for v in (*metrics.values(), *baseline.values()))
+    assert spec.evaluations and spec.evaluations[0]["sample_count"] == evaluation["sample_count"]
+    assert "samples" not in evaluation  # per-image results go to the attached evaluation.json only
+
+
+def test_evaluate_command_scores_a_package_on_labelled_folders(tiny_run, tmp_path):
+    """``emzoo evaluate MODEL IMAGES LABELS`` through the packaged model, for use cases that read labels."""
+    from click.testing import CliRunner
+
+    from emzoo.cli import main
+    from emzoo.packaging import BuildOptions, package_run
+
+    uc, data_dir, run, _ = tiny_run
+    images, labels = data_dir / "image", data_dir / "label"
+    if not (images.is_dir() and labels.is_dir()):
+        pytest.skip(f"{uc.name}'s tiny data has no image/ and label/ folders")
+    try:
+        uc.read_label(next(labels.iterdir()))
+    except NotImplementedError:
+        pytest.skip(f"{uc.name} does not read label files")
+    package = package_run(run, tmp_path / "model.zip", options=BuildOptions(test_with_bioimageio=False))
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["evaluate", str(package), str(images), str(labels), "-o", str(report)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(report.read_text())
+    assert saved["usecase"] == uc.name and saved["sample_count"] == len(list(images.iterdir()))
+    assert set(saved["metrics"]) == set(saved["samples"][0]["metrics"])
+    assert "mean" in result.output

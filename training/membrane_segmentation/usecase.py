@@ -134,6 +134,10 @@ class MembraneSegmentation(UseCase):
             "adapted_rand_error": M.membrane_adapted_rand_error(prediction, target, threshold=THRESHOLD),
         }
 
+    def read_label(self, path: Path) -> np.ndarray:
+        """A 0/255 label image -> the membrane mask (``cyx``)."""
+        return (data.read_array(path) == data.MEMBRANE)[None]
+
     # -- packaging -----------------------------------------------------------------------------------
 
     def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""``emzoo evaluate MODEL IMAGES LABELS``: the use case's metrics of a package on labelled images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.argument("images", type=click.Path(exists=True))
+@click.argument("labels", type=click.Path(exists=True))
+@click.option(
+    "--usecase", default=None, help="Use case whose metrics apply (default: the one the package names)."
+)
+@click.option("--weights", "weight_format", default=None, help="Weight format to run.")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also save the report (every image's metrics) as JSON.",
+)
+def command(model, images, labels, usecase, weight_format, output):
+    """Run MODEL on every image in IMAGES, compare with the label of the same name in LABELS, and print
+    the use case's metrics (per image and mean)."""
+    from emzoo.train.evaluation import evaluate_folders
+
+    report = evaluate_folders(model, Path(images), Path(labels), usecase=usecase, weight_format=weight_format)
+    names = list(report["metrics"])
+    click.echo(
+        f"{report['usecase']} metrics of {model} [{report['weights']}] on {report['sample_count']} images"
+    )
+    width = max(len(Path(s["image"]).name) for s in report["samples"]) + 2
+    click.echo("image".ljust(width) + "".join(n.rjust(20) for n in names))
+    for s in report["samples"]:
+        click.echo(Path(s["image"]).name.ljust(width) + "".join(f"{s['metrics'][n]:20.4f}" for n in names))
+    click.echo("mean".ljust(width) + "".join(f"{report['metrics'][n]:20.4f}" for n in names))
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2))
+        click.echo(f"report saved to {output}", err=True)

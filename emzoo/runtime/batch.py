@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -144,53 +144,19 @@ def _guarded(summary: Summary, path: Path, fn: Callable[[], None]) -> None:
         summary.failed.append((path, f"{type(e).__name__}: {e}"))
 
 
-def predict_files(
-    predictor: Predictor,
-    items: Sequence[InputFile],
-    out_dir: Path,
-    *,
-    output_format: str | None = None,
-    overwrite: bool = False,
-    on_file: Callable[[InputFile], None] | None = None,
-    on_tile: Callable[[int, int], None] | None = None,
-    options: Options | None = None,
-) -> Summary:
-    """Predict every input file (single-input models); one failure does not stop the others."""
-    return predict_samples(
-        predictor,
-        [{predictor.spec.inputs[0].id: item} for item in items],
-        out_dir,
-        output_format=output_format,
-        overwrite=overwrite,
-        on_file=on_file,
-        on_tile=on_tile,
-        options=options,
-    )
-
-
 def predict_samples(
     predictor: Predictor,
     samples: Sequence[dict[str, InputFile]],
     out_dir: Path,
     *,
-    output_format: str | None = None,
-    overwrite: bool = False,
+    options: Options | None = None,
     on_file: Callable[[InputFile], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
-    options: Options | None = None,
 ) -> Summary:
-    """Predict samples given as ``{input id: file}``; outputs are named after the first input.
-
-    ``options`` holds everything else (slices, stacks, streaming, a dask client); its
-    ``output_format``/``overwrite`` are replaced by the arguments of the same name when those are given.
-    """
+    """Predict samples given as ``{input id: file}`` (one file per model input); outputs are named
+    after the first input. One failure does not stop the others. ``options``: output format,
+    overwriting, slices, stacks, streaming, a dask client."""
     options = options or Options()
-    if output_format is not None or overwrite:
-        options = replace(
-            options,
-            output_format=output_format or options.output_format,
-            overwrite=overwrite or options.overwrite,
-        )
     summary = Summary()
     start = time.perf_counter()
     first_id = predictor.spec.inputs[0].id

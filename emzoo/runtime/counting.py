@@ -163,9 +163,9 @@ def find_centres(
 ) -> np.ndarray:
     """Local maxima of a map: ``(n, ndim + 1)`` rows of pixel coordinates and the (smoothed) map value.
 
-    A pixel is a centre when no pixel within ``min_distance_px`` (a square/cubic window) is higher and
-    its value is above ``threshold``; flat tops count once (their first pixel). Rows are sorted by
-    value, highest first.
+    A pixel is a centre when no pixel within ``min_distance_px`` (a square/cubic window) is higher,
+    its value is above ``threshold`` and no higher (or equal, earlier) centre lies within that
+    window; flat tops count once (their first pixel). Rows are sorted by value, highest first.
     """
     from scipy import ndimage
 
@@ -174,17 +174,26 @@ def find_centres(
     m = _as_map(density)
     if smooth_sigma_px > 0:
         m = ndimage.gaussian_filter(m, smooth_sigma_px, mode="nearest")
-    size = 2 * int(min_distance_px) + 1
-    peaks = (m == ndimage.maximum_filter(m, size=size, mode="nearest")) & (m > threshold)
-    labels, n = ndimage.label(peaks, structure=np.ones((3,) * m.ndim, bool))
-    if n == 0:
+    d = int(min_distance_px)
+    peaks = (m == ndimage.maximum_filter(m, size=2 * d + 1, mode="nearest")) & (m > threshold)
+    found = np.argwhere(peaks)  # raster order
+    if len(found) == 0:
         return np.zeros((0, m.ndim + 1), np.float64)
-    found = np.argwhere(peaks)  # raster order: the first pixel of each flat top comes first
-    _, first = np.unique(labels[tuple(found.T)], return_index=True)
-    coords = found[first].astype(np.float64)
-    scores = m[tuple(found[first].T)].astype(np.float64)
-    order = np.lexsort((*coords.T[::-1], -scores))  # by score, then by position (stable output)
-    return np.column_stack([coords, scores])[order]
+    labels, _ = ndimage.label(peaks, structure=np.ones((3,) * m.ndim, bool))
+    _, first = np.unique(labels[tuple(found.T)], return_index=True)  # one pixel per flat top
+    found = found[np.sort(first)]
+    scores = m[tuple(found.T)].astype(np.float64)
+    # greedy suppression, highest first (ties: first in raster order): equal maxima closer than
+    # min_distance_px (e.g. flat tops) keep one centre
+    blocked = np.zeros(m.shape, bool)
+    keep = []
+    for k in np.lexsort((*found.T[::-1], -scores)):
+        point = found[k]
+        if blocked[tuple(point)]:
+            continue
+        keep.append(k)
+        blocked[tuple(slice(max(c - d, 0), c + d + 1) for c in point)] = True
+    return np.column_stack([found[keep].astype(np.float64), scores[keep]])
 
 
 def count_map(density, config: CountingConfig) -> CountResult:

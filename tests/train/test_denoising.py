@@ -1,0 +1,172 @@
+"""The ``denoising`` use case (Noise2Void): blind-spot masking, the masked loss, the split, the
+evaluation against clean images (synthetic data always; the real data when ../shared/data is there)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emzoo.errors import InputError
+from emzoo.train.discovery import get_usecase
+from emzoo.train.params import load_param_file, resolve_params
+from tests.conftest import shared
+
+
+@pytest.fixture(scope="module")
+def uc():
+    return get_usecase("denoising")
+
+
+@pytest.fixture(scope="module")
+def data(uc):
+    import sys
+
+    return sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".data"]
+
+
+@pytest.fixture(scope="module")
+def params(uc):
+    return resolve_params(load_param_file(uc.params_file), dict(uc.tiny_params))
+
+
+@pytest.fixture(scope="module")
+def tiny(uc, tmp_path_factory):
+    return uc.make_tiny_data(tmp_path_factory.mktemp("noisy"))
+
+
+def test_blind_spots_take_a_neighbours_value(data):
+    rng = np.random.default_rng(0)
+    patch = rng.normal(size=(40, 50)).astype(np.float32)  # all values distinct
+    masked, mask = data.blind_spot(patch, 0.05, 2, rng)
+    ys, xs = np.nonzero(mask)
+    assert len(ys) == 100 and mask.dtype == patch.dtype
+    assert np.array_equal(masked[mask == 0], patch[mask == 0])
+    for y, x in zip(ys, xs, strict=True):
+        assert masked[y, x] != patch[y, x]
+        window = patch[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
+        assert masked[y, x] in window  # a pixel at most 2 px away (mirrored at the border)
+
+
+def test_noise_estimate(uc):
+    import sys
+
+    baseline = sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".baseline"]
+    rng = np.random.default_rng(1)
+    smooth = np.add.outer(np.linspace(0, 100, 200), np.linspace(0, 50, 300))
+    assert baseline.noise_sigma(smooth + rng.normal(0, 7, smooth.shape)) == pytest.approx(7, rel=0.05)
+
+
+def test_loss_sees_only_the_masked_pixels(uc):
+    import torch
+
+    loss = uc.loss({})
+    noisy = torch.zeros(2, 1, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 2, 3] = 1
+    out = torch.full((2, 1, 8, 8), 5.0)
+    out[:, :, 2, 3] = 1.0
+    assert float(loss(out, torch.cat([noisy, mask], dim=1))) == pytest.approx(1.0)
+
+
+def test_split_holds_out_a_mosaic_row_and_micrograph_rows(uc, tiny, params):
+    split = uc.split(tiny, params)
+    assert split["val"] == [
+        "noisy_tem/noisy_patches_2x2/1_0.tif",
+        "noisy_tem/noisy_patches_2x2/1_1.tif",
+        "cryoem_micrographs/tiny.mrc[rows 96-128]",
+    ]
+    assert "cryoem_micrographs/tiny.mrc[rows 0-96]" in split["train"]
+    assert not any(n.startswith("sem_denoising") for n in split["train"] + split["val"])
+    assert "sem_denoising/25_sigma/BSE_25sigma_noisy_2.jpg" not in split["test"]  # the tuning draw
+    assert len(split["test"]) == 5  # 25 (top level + draw 3), 50, 75, 100
+
+
+def test_micrographs_with_correlated_noise_are_left_out(uc, data, tiny, params, tmp_path):
+    import shutil
+
+    import mrcfile
+    from scipy import ndimage
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    noise = np.random.default_rng(0).normal(1000, 50, (128, 128))
+    with mrcfile.new(copy / data.CRYO_DIR / "binned.mrc") as mrc:
+        mrc.set_data(ndimage.uniform_filter(noise, 2).astype(np.float32))  # interpolated: correlated
+    kept, left_out = data.usable_micrographs(copy, params)
+    assert kept == ["cryoem_micrographs/tiny.mrc"] and list(left_out) == ["cryoem_micrographs/binned.mrc"]
+    assert left_out["cryoem_micrographs/binned.mrc"] > 0.3
+    assert data.neighbour_correlation(noise) == pytest.approx(0, abs=0.03)
+    assert not any("binned" in n for n in uc.split(copy, params)["train"])
+
+
+def test_duplicates_are_scored_once(data, tiny, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    top = copy / data.SEM_DIR / "BSE_25sigma_noisy.jpg"
+    (copy / data.SEM_DIR / "25_sigma" / "BSE_25sigma_noisy.jpg").write_bytes(top.read_bytes())
+    assert len(data.sem_files(copy)["25"]) == 2
+
+
+def test_datasets_mask_pieces_and_validate_on_fixed_masks(uc, tiny, params):
+    sets = uc.datasets(tiny, params)
+    x, y = sets["train"][0]
+    assert x.shape == (1, 32, 32) and y.shape == (2, 32, 32)
+    assert float(y[1].sum()) == round(params["mask_fraction"] * 32 * 32)
+    assert np.array_equal(x.numpy(), sets["train"][0][0].numpy())
+    val = sets["val"]
+    assert len(val) == 3 and np.array_equal(val[0][1].numpy(), uc.datasets(tiny, params)["val"][0][1].numpy())
+    metrics = uc.metrics(val[0][1][:1].numpy(), val[0][1].numpy())
+    assert metrics == {"masked_mse": 0.0, "unmasked_mse": 0.0}
+
+
+def test_check_data_names_what_is_missing(uc, tiny, tmp_path):
+    uc.check_data(tiny)
+    uc.check_data(tiny / "noisy_tem")  # a sub-folder finds its parent
+    with pytest.raises(InputError, match="no noisy training images"):
+        uc.check_data(tmp_path)
+    (tmp_path / "noisy_tem").mkdir()
+    (tmp_path / "noisy_tem" / "a.tif").write_bytes(
+        (tiny / "noisy_tem" / "noisy_patches_2x2" / "0_0.tif").read_bytes()
+    )
+    with pytest.raises(InputError, match=r"no clean reference BSE\.jpg"):
+        uc.check_data(tmp_path)
+
+
+def test_evaluate_an_identity_model_scores_like_the_noisy_input(uc, data, tiny, params):
+    """A 'denoiser' that returns its normalised input: after de-normalisation it is the noisy image."""
+
+    def predict(image):
+        return {"denoised": data.normalise(image[0])[None]}
+
+    result = uc.evaluate(predict, tiny, params)
+    noisy = result["other_baselines"]["noisy input (no denoising)"]
+    assert result["sample_count"] == 5 and result["dataset_role"] == "independent"
+    assert set(result["metrics"]) == {f"{m}_s{s}" for m in ("psnr", "ssim") for s in (25, 50, 75, 100)} | {
+        "psnr_mean",
+        "ssim_mean",
+    }
+    for key, value in result["metrics"].items():
+        assert value == pytest.approx(noisy[key], abs=1e-3), key
+    assert result["metrics"]["psnr_s25"] > result["metrics"]["psnr_s100"]
+    assert result["baseline"]["metrics"]["psnr_s50"] > noisy["psnr_s50"]  # NLM denoises
+    assert "BSE_25sigma_noisy_2.jpg" in result["baseline_settings"]["nlm"]
+    assert "| this model (N2V) |" in result["table"]
+    assert all(len(k) <= 16 for k in result["metrics"])
+
+
+# -- the real data --------------------------------------------------------------------------------------
+
+
+def test_split_of_the_shared_data(uc):
+    root = shared("noisy_tem").parent
+    split = uc.split(root, {"val_rows": 512, "max_noise_correlation": 0.3})
+    tiles = [n for n in split["val"] if n.startswith("noisy_tem")]
+    assert tiles == [f"noisy_tem/noisy_patches_7x7/6_{c}.tif" for c in range(7)]
+    # epu2.9_example.mrc has interpolated (neighbour-correlated, 0.58) noise and is left out
+    assert len(split["train"]) == 56 - 7 + 1
+    assert split["val"][-1] == "cryoem_micrographs/fei-extended.mrc[rows 3326-3838]"
+    assert not any("epu2.9" in n for n in split["train"] + split["val"])
+    counts = {lv: sum(f"BSE_{lv}sigma" in n for n in split["test"]) for lv in (25, 50, 75, 100)}
+    assert counts == {25: 9, 50: 1, 75: 1, 100: 1}

@@ -1,0 +1,371 @@
+"""Self-supervised (Noise2Void) denoising of EM images with the shared 2D U-Net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emzoo import metrics as M
+from emzoo.errors import UsageError
+from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UseCase, register_usecase
+
+from . import baseline, data
+
+HERE = Path(__file__).resolve().parent
+OUTPUT_ID = "denoised"
+DEFAULT_NLM_FACTOR = 0.8  # scikit-image's suggestion, used when the tuning draw is absent
+EMDIFFUSE_URL = "https://github.com/Luchixiang/EMDiffuse"
+MRCFILE_URL = "https://github.com/ccpem/mrcfile"
+SEM_URL = "https://github.com/bnsreenu/python_for_microscopists"
+
+
+@register_usecase
+class Denoising(UseCase):
+    """Noise2Void denoising (trained on noisy TEM and cryo-EM only, no clean images); scored on SEM."""
+
+    name = "denoising"
+    params_file = HERE / "params.yaml"
+    # the N2V loss on held-out pixels (no clean validation images exist); named masked_mse, not "loss",
+    # because the trainer's progress bar cannot show a main metric called "loss" (a keyword clash)
+    main_metric = ("masked_mse", "min")
+    tiny_params = {  # noqa: RUF012  (class-level constant, never mutated)
+        "epochs": 1,
+        "iterations_per_epoch": 1,
+        "batch_size": 2,
+        "patch_size": 32,
+        "val_crop": 32,
+        "val_rows": 32,
+        "depth": 2,
+        "features": 4,
+    }
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def check_data(self, data_dir: Path) -> None:
+        data.check(data_dir)
+
+    def split(self, data_dir: Path, params: dict[str, Any]) -> dict[str, list[str]]:
+        return data.split(data_dir, params)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        multiple = 2 ** params["depth"]
+        for key in ("patch_size", "val_crop"):
+            if params[key] % multiple:
+                raise UsageError(
+                    f"{key} {params[key]} must be a multiple of 2**depth = {multiple} "
+                    f"(depth {params['depth']}); e.g. {params[key] // multiple * multiple or multiple}"
+                )
+        if not 0 < params["mask_fraction"] <= 0.2:
+            raise UsageError(f"mask_fraction must be in (0, 0.2], not {params['mask_fraction']}")
+        if params["mask_radius"] < 1:
+            raise UsageError(f"mask_radius must be >= 1 px, not {params['mask_radius']}")
+        if not 0 <= params["cryoem_fraction"] <= 1:
+            raise UsageError(f"cryoem_fraction must be between 0 and 1, not {params['cryoem_fraction']}")
+        if params["intensity_jitter"] < 0:
+            raise UsageError(f"intensity_jitter must be >= 0, not {params['intensity_jitter']}")
+
+    def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+        from emzoo.errors import InputError
+
+        data.check(data_dir, params)
+        tem, cryo, val = data.load(data_dir, params)
+        size = params["patch_size"]
+        small = [s.name for s in tem + cryo if min(s.rows[1] - s.rows[0], s.image.shape[1]) < size]
+        if small:
+            raise InputError(f"patch_size {size} is larger than the training image(s) {', '.join(small[:3])}")
+        if not val:
+            raise InputError(f"{data_dir}: nothing to validate on (needs 2+ TEM tiles or a micrograph)")
+        test = [
+            (name, data.read(data.root(data_dir) / name)) for name in self.split(data_dir, params)["test"]
+        ]
+        return {
+            "train": data.BlindSpotDataset(
+                tem,
+                cryo,
+                params,
+                length=params["iterations_per_epoch"] * params["batch_size"],
+                seed=params["seed"],
+            ),
+            "val": data.ValidationDataset(val, params),
+            "test": test,
+        }
+
+    def make_tiny_data(self, out_dir: Path) -> Path:
+        return data.make_synthetic(Path(out_dir))
+
+    def training_images(self, data_dir: Path, params: dict[str, Any]):
+        """Raw training TEM tiles of the largest TEM folder (one detector and dtype), for the packager's
+        intensity statistics (pooling uint8, uint16 and cryo-EM counts would describe none of them)."""
+        base = data.root(data_dir)
+        names = [n for n in data.split(data_dir, params)["train"] if n.startswith(data.TEM_DIR)]
+        folders = [str(Path(n).parent) for n in names]
+        if not folders:
+            return
+        biggest = max(set(folders), key=folders.count)
+        for name in names:
+            if str(Path(name).parent) == biggest:
+                yield data.read(base / name)
+
+    def sample_input(self, data_dir: Path) -> np.ndarray:
+        """A noisy TEM validation tile (never trained on), else a piece of a micrograph's validation rows."""
+        base = data.root(data_dir)
+        tem = data.tem_files(base)
+        if len(tem) > 1:
+            return data.read(base / data.val_tiles(tem)[0])[None]
+        name = data.micrographs(base)[0]
+        image = data.read(base / name)
+        return np.ascontiguousarray(image[-256:, :256])[None]
+
+    # -- model, loss, metrics ------------------------------------------------------------------------
+
+    def _unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "in_channels": 1,
+            "out_channels": 1,
+            "depth": params["depth"],
+            "features": params["features"],
+            "dims": 2,
+        }
+
+    def build_model(self, params: dict[str, Any]):
+        from emzoo.architectures.unet import UNet
+
+        return UNet(**self._unet_kwargs(params))
+
+    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
+        import emzoo.architectures.unet as unet
+
+        return Path(unet.__file__), "UNet", self._unet_kwargs(params)
+
+    def loss(self, params: dict[str, Any]):
+        from .loss import MaskedMSE
+
+        return MaskedMSE()
+
+    def metrics(self, prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """``prediction``: the denoised validation piece (masked input); ``target``: [noisy, mask]."""
+        noisy, mask = target[0], target[1] > 0
+        residual = prediction[0] - noisy
+        return {
+            "masked_mse": float(np.mean(residual[mask] ** 2)),
+            "unmasked_mse": float(np.mean(residual[~mask] ** 2)),
+        }
+
+    # -- evaluation ----------------------------------------------------------------------------------
+
+    def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+        """PSNR/SSIM against the clean SEM image at every noise level: the packaged model (``predict``),
+        non-local means, a Gaussian filter and the noisy input itself."""
+        base = data.root(data_dir)
+        clean = data.read(base / data.SEM_DIR / data.CLEAN).astype(np.float64)
+
+        def psnr(x: np.ndarray, c: np.ndarray = clean) -> float:
+            return M.psnr(np.clip(x, 0, 255), c, data_range=255.0)
+
+        def ssim(x: np.ndarray) -> float:
+            return M.ssim(np.clip(x, 0, 255), clean, data_range=255.0)
+
+        tuning = base / data.SEM_DIR / data.TUNING_DRAW
+        if tuning.is_file():
+            k, _ = baseline.best(baseline.NLM_FACTORS, baseline.nlm, data.read(tuning), clean, psnr)
+            k_note = f"k = {k:g} chosen on {data.TUNING_DRAW} (not scored) from {baseline.NLM_FACTORS}"
+        else:
+            k, k_note = DEFAULT_NLM_FACTOR, f"k = {DEFAULT_NLM_FACTOR:g} (scikit-image's suggestion)"
+        methods = ("model", "nlm", "gaussian", "noisy")
+        samples, per_level, gaussian_sigma = [], {}, {}
+        for level, names in data.sem_files(base).items():
+            images = [(name, data.read(base / name)) for name in names]
+            gaussian_sigma[level], _ = baseline.best(
+                baseline.GAUSSIAN_SIGMAS, baseline.gaussian, images[0][1], clean, psnr
+            )
+            rows = []
+            for name, noisy in images:
+                out = np.asarray(predict(noisy[None])[OUTPUT_ID])
+                if out.shape != (1, *noisy.shape):
+                    raise ValueError(f"{name}: the model returned {out.shape}, expected {(1, *noisy.shape)}")
+                results = {
+                    "model": data.denormalise(out[0], noisy),
+                    "nlm": baseline.nlm(noisy, k),
+                    "gaussian": baseline.gaussian(noisy, gaussian_sigma[level]),
+                    "noisy": noisy.astype(np.float64),
+                }
+                row = {m: {"psnr": psnr(v), "ssim": ssim(v)} for m, v in results.items()}
+                rows.append(row)
+                samples.append({"name": name, "sigma": int(level), **row})
+            per_level[level] = {
+                m: {s: float(np.mean([r[m][s] for r in rows])) for s in ("psnr", "ssim")} for m in methods
+            }
+
+        def flat(method: str) -> dict[str, float]:
+            out = {}
+            for level, scores in per_level.items():
+                out[f"psnr_s{level}"] = scores[method]["psnr"]
+                out[f"ssim_s{level}"] = scores[method]["ssim"]
+            out["psnr_mean"] = float(np.mean([s[method]["psnr"] for s in per_level.values()]))
+            out["ssim_mean"] = float(np.mean([s[method]["ssim"] for s in per_level.values()]))
+            return out
+
+        counts = {level: sum(1 for s in samples if str(s["sigma"]) == level) for level in per_level}
+        return {
+            "dataset_role": "independent",
+            "dataset_name": "SEM backscatter image with synthetic Gaussian noise (sigma 25-100, JPEG)",
+            "dataset_source": SEM_URL,
+            "sample_count": len(samples),
+            "metrics": flat("model"),
+            "metrics_long": {
+                **{
+                    f"psnr_s{lv}": f"PSNR (dB, range 255) vs the clean image, noise sigma {lv}"
+                    for lv in per_level
+                },
+                **{f"ssim_s{lv}": f"SSIM vs the clean image, noise sigma {lv}" for lv in per_level},
+                "psnr_mean": "PSNR averaged over the noise levels",
+                "ssim_mean": "SSIM averaged over the noise levels",
+            },
+            "baseline": {"name": baseline.NLM_NAME.format(k=k), "metrics": flat("nlm")},
+            "other_baselines": {
+                baseline.GAUSSIAN_NAME: flat("gaussian"),
+                "noisy input (no denoising)": flat("noisy"),
+            },
+            "baseline_settings": {
+                "nlm": k_note,
+                "gaussian_sigma_px": {f"sigma {lv}": s for lv, s in gaussian_sigma.items()},
+            },
+            "images_per_level": counts,
+            "table": results_table(per_level, counts),
+            "samples": samples,
+        }
+
+    # -- packaging -----------------------------------------------------------------------------------
+
+    def packaging(self, params: dict[str, Any]) -> PackagingInfo:
+        text = (HERE / "README.md").read_text(encoding="utf-8")
+        return PackagingInfo(
+            name="EM denoiser Noise2Void U-Net 2D",
+            description=(
+                "2D U-Net trained self-supervised (Noise2Void blind-spot training, no clean images) on "
+                "noisy TEM tiles and cryo-EM micrographs; it predicts each pixel from its neighbours, which "
+                "removes pixel-independent noise. The output is in the input's normalised units (zero "
+                "mean, unit variance): multiply by the input's standard deviation and add its mean for grey "
+                "levels."
+            ),
+            task="denoising",
+            inputs=(
+                TensorInfo(
+                    id="raw",
+                    axes="cyx",
+                    channel_names=("raw",),
+                    description="noisy EM image, one grey channel (uint8, uint16 or float)",
+                    processing=(
+                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                        {
+                            "id": "zero_mean_unit_variance",
+                            "kwargs": {"axes": ["channel", "y", "x"], "eps": data.EPS},
+                        },
+                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                    ),
+                ),
+            ),
+            outputs=(
+                TensorInfo(
+                    id=OUTPUT_ID,
+                    axes="cyx",
+                    channel_names=("denoised",),
+                    description="denoised image in the input's normalised units (input mean 0, input std 1)",
+                    processing=({"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},),
+                ),
+            ),
+            authors=({"name": "emzoo developers"},),
+            license="MIT",
+            cite=(
+                {
+                    "text": "Krull A., Buchholz T.-O., Jug F. (2019) Noise2Void - Learning Denoising from "
+                    "Single Noisy Images. CVPR 2019",
+                    "doi": "10.1109/CVPR.2019.00223",
+                },
+                {
+                    "text": "Lu C. et al. (2024) Diffusion-based deep learning method for augmenting "
+                    "ultrastructural imaging and volume electron microscopy (EMDiffuse; noisy TEM tiles)",
+                    "url": EMDIFFUSE_URL,
+                },
+                {
+                    "text": "mrcfile test data: cryo-EM micrographs contributed by K. Savage (Diamond Light "
+                    "Source) and M. Saur (Astex Pharmaceuticals)",
+                    "url": MRCFILE_URL,
+                },
+                {
+                    "text": "Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Networks for "
+                    "Biomedical Image Segmentation. MICCAI 2015",
+                    "doi": "10.1007/978-3-319-24574-4_28",
+                },
+            ),
+            tags=(
+                "electron-microscopy",
+                "tem",
+                "cryo-em",
+                "denoising",
+                "noise2void",
+                "self-supervised",
+                "unet",
+                "2d",
+            ),
+            # mixed sources of different (partly unknown) pixel sizes: a placeholder the format requires
+            pixel_size={"y": 1.0, "x": 1.0},
+            pixel_unit="nanometer",
+            training_data={
+                "name": "Noisy TEM tiles (EMDiffuse) and two cryo-EM micrographs (mrcfile test data)",
+                "source": EMDIFFUSE_URL,
+                "license": "MIT (TEM tiles); BSD-3-Clause (micrographs)",
+                "split": "TEM: the last row of the 7x7 tile mosaic validates, all other tiles train; "
+                f"micrographs: the bottom {params['val_rows']} rows validate, the rest trains; "
+                "evaluation: the SEM backscatter image (never trained on) at noise sigma 25, 50, 75, 100",
+            },
+            intended_use=(
+                "Removing pixel-independent noise (shot noise, read noise) from TEM, STEM and cryo-EM images "
+                "and micrographs of any size (tiled), for viewing and as a first step before segmentation or "
+                "particle picking. It needs no clean images: to adapt it to your own microscope, train it "
+                "self-supervised on your noisy images (emzoo train denoising)."
+            ),
+            limitations=(
+                "Noise2Void cannot remove noise that is correlated between neighbouring pixels (JPEG "
+                "artefacts, scan-line noise, detector cross-talk, interpolated or motion-corrected frames) "
+                "and blurs the finest details (single-pixel features look like noise to it). Trained on "
+                "TEM of brain tissue and cryo-EM micrographs; on other image types (e.g. the SEM test image) "
+                "it may be worse than classical non-local means, see the evaluation. The output is in "
+                "normalised units, not the input's grey levels. Not for quantitative intensity measurements."
+            ),
+            extra_card_sections={
+                "Use case notes": data_section(text, "## Split"),
+                "Domain shift: why it may lose to non-local means on SEM": data_section(
+                    text, "## Domain shift: why it may lose to non-local means on SEM"
+                ),
+                "All methods": "config.emzoo.evaluation.table in rdf.yaml (and evaluation.json) holds "
+                "PSNR/SSIM of this model, non-local means, the Gaussian filter and the noisy input per "
+                "noise level; the table above compares with non-local means only.",
+            },
+        )
+
+
+def results_table(per_level: dict[str, dict], counts: dict[str, int]) -> str:
+    """Markdown: PSNR / SSIM per noise level for every method."""
+    names = {
+        "model": "this model (N2V)",
+        "nlm": "non-local means",
+        "gaussian": "Gaussian (oracle sigma)",
+        "noisy": "noisy input",
+    }
+    head = "| method | " + " | ".join(f"sigma {lv} ({counts[lv]} img)" for lv in per_level) + " |"
+    rows = [head, "|---|" + "---|" * len(per_level)]
+    for key, label in names.items():
+        cells = [f"{s[key]['psnr']:.2f} dB / {s[key]['ssim']:.3f}" for s in per_level.values()]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def data_section(markdown: str, heading: str) -> str:
+    start = markdown.find(heading)
+    if start < 0:
+        return ""
+    end = markdown.find("\n## ", start + len(heading))
+    return markdown[start + len(heading) : end if end > 0 else None].strip()

@@ -143,6 +143,11 @@ def _stack_folders(arguments: tuple[str, ...]) -> list[InputFile]:
     metavar="ADDRESS",
     help="Run the chunks on a dask.distributed cluster (scheduler address, e.g. tcp://host:8786).",
 )
+@click.option(
+    "--overlay",
+    is_flag=True,
+    help="Counting models: also draw the found centres on each image (<name>_overlay.png).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (otherwise they are skipped).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def command(
@@ -162,6 +167,7 @@ def command(
     stream,
     chunk_size,
     dask_address,
+    overlay,
     overwrite,
     quiet,
 ):
@@ -220,6 +226,7 @@ def command(
         stream=stream,
         chunk=chunk,
         client=client,
+        overlay=overlay,
     )
     out = Path(out_dir)
     desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}]"

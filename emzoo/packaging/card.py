@@ -55,7 +55,7 @@ def _bullets(d: dict[str, Any]) -> str:
 def render_card(info: PackagingInfo, facts: CardFacts) -> str:
     """The Markdown text of README.md."""
     unit = info.pixel_unit
-    pixel = ", ".join(f"{a}: {s:g} {unit}" for a, s in info.pixel_size.items())
+    pixel = ", ".join(f"{a}: {s:g} {unit}" for a, s in info.pixel_size.items()) or "not calibrated"
     td = info.training_data
     stats = facts.intensity
     ev = facts.evaluation
@@ -170,6 +170,7 @@ def data_card(info: PackagingInfo, stats: Mapping[str, Any]) -> str:
     td = info.training_data
     lines = [f"# {td['name']}", "", td.get("description", "") or f"Training data of {info.name}.", ""]
     lines += [f"- **{k}**: {v}" for k, v in td.items() if k not in ("name", "description") and v]
-    lines += [f"- **pixel size**: {info.pixel_size} {info.pixel_unit}", ""]
+    pixel = f"{info.pixel_size} {info.pixel_unit}" if info.pixel_size else "not calibrated (mixed or unknown)"
+    lines += [f"- **pixel size**: {pixel}", ""]
     lines += ["Raw intensity statistics: " + ", ".join(f"{k} {v}" for k, v in stats.items()), ""]
     return "\n".join(lines)

@@ -89,8 +89,7 @@ def input_descr(
                 v0_5.SpaceInputAxis(
                     id=a,
                     size=v0_5.ParameterizedSize(min=geometry.min_size, step=geometry.step),
-                    scale=float(info.pixel_size[a]),
-                    unit=info.pixel_unit,
+                    **_calibration(info, a),
                 )
             )
         else:
@@ -104,6 +103,13 @@ def input_descr(
         data=_data(t),
         preprocessing=processing_descrs(with_float32_end(t.processing), "pre"),
     )
+
+
+def _calibration(info: PackagingInfo, axis: str) -> dict[str, Any]:
+    """Scale and unit of a space axis; none for uncalibrated training data (empty ``pixel_size``)."""
+    if not info.pixel_size:
+        return {}
+    return {"scale": float(info.pixel_size[axis]), "unit": info.pixel_unit}
 
 
 def output_descr(
@@ -130,15 +136,13 @@ def output_descr(
                     id=a,
                     size=v0_5.SizeReference(tensor_id=source, axis_id=a),
                     halo=geometry.halo,
-                    scale=float(info.pixel_size[a]),
-                    unit=info.pixel_unit,
+                    **_calibration(info, a),
                 )
                 if geometry.halo
                 else v0_5.SpaceOutputAxis(
                     id=a,
                     size=v0_5.SizeReference(tensor_id=source, axis_id=a),
-                    scale=float(info.pixel_size[a]),
-                    unit=info.pixel_unit,
+                    **_calibration(info, a),
                 )
             )
     return v0_5.OutputTensorDescr(

@@ -122,14 +122,14 @@ def problems(info: PackagingInfo) -> list[str]:
     ids = [t.id for t in (*info.inputs, *info.outputs)]
     if len(set(ids)) != len(ids):
         out.append(f"tensor ids must be unique across inputs and outputs, got {ids}")
-    for a in spatial or "":
+    for a in (spatial or "") if info.pixel_size else "":  # empty: images of unknown/mixed pixel size
         size = info.pixel_size.get(a)
         if not isinstance(size, int | float) or size <= 0:
             out.append(
                 f"PackagingInfo.pixel_size has no positive size for axis {a!r}: give the training data's "
                 f"pixel size, e.g. {{'y': 4.0, 'x': 4.0}}"
             )
-    if info.pixel_unit not in _space_units():
+    if info.pixel_size and info.pixel_unit not in _space_units():
         out.append(
             f"PackagingInfo.pixel_unit={info.pixel_unit!r} is not a unit name bioimage.io knows: use "
             "'nanometer', 'angstrom' or 'micrometer'"

@@ -181,6 +181,7 @@ def package_run(
             "validation": {
                 k: metrics[k] for k in ("epoch", "dataset_role", "sample_count", "metrics") if k in metrics
             },
+            **usecase.package_config(params),
         },
         options=options,
     )

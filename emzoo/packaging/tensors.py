@@ -115,9 +115,10 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: ReproducibilityTolera
 
 
 def output_atol(test_output: np.ndarray, tol: ReproducibilityTolerance) -> float:
-    """bioimageio.spec requires atol <= 1% of the test output's maximum."""
+    """bioimageio.spec requires atol <= 1% of the test output's maximum; a margin below that limit
+    keeps float noise between this output and the one the spec checks from tipping it over."""
     top = float(np.max(test_output))
-    return min(tol.atol, 0.01 * top) if top > 0 else 0.0
+    return min(tol.atol, 0.0099 * top) if top > 0 else 0.0
 
 
 def check_output_shapes(outs: Sequence[np.ndarray], info: PackagingInfo, x: np.ndarray) -> None:

@@ -23,7 +23,7 @@ from emzoo.errors import EmzooError, UsageError
 from emzoo.io import Image, InputFile, read_image, read_slice_folder, write_image
 from emzoo.io.registry import get_writer
 from emzoo.io.write import temporary_sibling
-from emzoo.runtime import processing
+from emzoo.runtime import counting, processing
 from emzoo.runtime.ood import check_input
 from emzoo.runtime.predictor import Predictor
 from emzoo.runtime.slices import predict_slices, takes_slices
@@ -35,6 +35,8 @@ _FOLLOW_INPUT = {"mrc": "mrc", "ome-zarr": "ome-zarr", "zarr": "ome-zarr"}
 _KNOWN_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
 # lazy inputs with more pixels than this are predicted out of core (chunk by chunk) by default
 STREAM_ABOVE_PIXELS = 2**26
+COUNTS_TABLE = "counts.csv"
+CENTRES = "centres"  # the key of a counting model's per-image points in the output paths
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Options:
     stream: bool | None = None  # out of core: None = for large lazy inputs and OME-Zarr outputs
     chunk: tuple[int, ...] | None = None  # streaming chunk size (input px per tiled axis)
     client: object = None  # a dask.distributed Client or scheduler address: chunks run there
+    overlay: bool = False  # counting models: draw the centres on the image
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    counts: list[dict] = field(default_factory=list)  # counting models: one row per image
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -172,8 +176,22 @@ def predict_samples(
                 predictor, s, i, stems[i.path], out_dir, options, on_tile, summary
             ),
         )
+    if summary.counts:
+        table = _merge_counts(out_dir / COUNTS_TABLE, summary.counts)
+        summary.written.append(counting.write_counts_csv(out_dir / COUNTS_TABLE, table))
+        summary.notes.append(f"counts of {len(table)} images in {out_dir / COUNTS_TABLE}")
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _merge_counts(path: Path, rows: list[dict]) -> list[dict]:
+    """This run's rows over those of an earlier run into the same folder (skipped images keep theirs)."""
+    by_file: dict[str, dict] = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            by_file = {row["file"]: row for row in csv.DictReader(f)}
+    by_file.update({str(row["file"]): row for row in rows})
+    return [by_file[k] for k in sorted(by_file)]
 
 
 def _channel_names(tensor) -> tuple[str, ...]:
@@ -213,13 +231,19 @@ def _predict_one(
     first = images[predictor.spec.inputs[0].id]
     fmt = output_format_for(first.meta.format, options.output_format)
     paths = output_paths(predictor, base, out_dir, fmt)
+    count_config = counting.counting_config(predictor.spec)
+    if count_config is not None:
+        paths[CENTRES] = out_dir / f"{base}_centres.csv"
     todo = {tid: p for tid, p in paths.items() if options.overwrite or not p.exists()}
     if not todo:
         summary.skipped.append(name_from.path)
         return
     summary.notes.extend(f"warning: {name_from.path}: {w}" for w in check_input(predictor.spec.emzoo, first))
-    streamed = should_stream(predictor, images, fmt, options) and _stream_one(
-        predictor, first, name_from, paths, fmt, options, on_tile, summary
+    # counting needs the whole map in memory (maxima across chunk borders): such models never stream
+    streamed = (
+        count_config is None
+        and should_stream(predictor, images, fmt, options)
+        and _stream_one(predictor, first, name_from, paths, fmt, options, on_tile, summary)
     )
     if streamed:
         summary.written.extend(paths.values())
@@ -229,6 +253,16 @@ def _predict_one(
         results = predict_slices(predictor, images, progress=on_tile)
     else:
         results = predictor.predict(images, progress=on_tile)
+    if count_config is not None:
+        result = counting.count_outputs(results, count_config)
+        summary.counts.append(counting.summary_row(name_from.relative, result))
+        if CENTRES in todo:
+            summary.written.append(counting.write_centres_csv(todo.pop(CENTRES), result))
+        if options.overlay and result.axes == "yx":
+            overlay = out_dir / f"{base}_overlay.png"
+            summary.written.append(
+                counting.render_overlay(np.asarray(first.data), result, overlay, axes=first.meta.axes)
+            )
     for tid, path in todo.items():
         image = results[tid]
         if path.suffix == ".csv":

@@ -257,9 +257,9 @@ class _Trainer:
                 metrics, samples = self.validate()
                 row = self.end_epoch(train_loss, metrics, samples, time.perf_counter() - start)
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{train_loss:.4f}", **{self.metric_name: f"{metrics[self.metric_name]:.4f}"}
-                )
+                shown = {"train loss": f"{train_loss:.4f}"}  # a metric may be named "loss" too
+                shown[f"val {self.metric_name}"] = f"{metrics[self.metric_name]:.4f}"
+                bar.set_postfix(shown)
                 log.info("epoch %d: %s", self.epoch, row)
                 if on_epoch_end is not None:
                     on_epoch_end(self.epoch, row)

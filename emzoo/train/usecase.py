@@ -45,8 +45,8 @@ class PackagingInfo:
     license: str
     cite: tuple[dict[str, str], ...]  # {"text": ..., "doi": ...} or {"text": ..., "url": ...}
     tags: tuple[str, ...]
-    pixel_size: dict[str, float]  # of the training data, per spatial axis letter
-    pixel_unit: str  # canonical unit name ("nanometer", "angstrom", ...)
+    pixel_size: dict[str, float]  # of the training data, per spatial axis letter; {} if uncalibrated
+    pixel_unit: str | None  # canonical unit name ("nanometer", "angstrom", ...); None if uncalibrated
     training_data: dict[str, str]  # {"name": ..., "source": ..., "license": ..., "split": ...}
     intended_use: str
     limitations: str
@@ -120,6 +120,10 @@ class UseCase:
     def postprocess(self, output: np.ndarray) -> np.ndarray:
         """The package's postprocessing of one raw model output (e.g. a sigmoid), in numpy."""
         return output
+
+    def package_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Extra ``config.emzoo`` keys of the package (e.g. how the runtime counts with it)."""
+        return {}
 
     def read_label(self, path: Path) -> Any:
         """The target of one label file, as ``metrics`` takes it (used by ``emzoo evaluate``)."""

@@ -199,3 +199,50 @@ def test_real_boxes_and_contrast(data):
     }
     ((_, raw, boxes),) = data.load_raw(root, ["Cu4.jpg"])
     assert raw.shape == (640, 640) and raw.dtype == np.uint8 and len(boxes) == 39
+
+
+def test_predict_cli_writes_counts_centres_and_overlays(uc, tiny, params, tmp_path):
+    """``emzoo predict`` on a counting package: counts.csv (one row per image), centre points per
+    image, overlays with --overlay; a re-run keeps the rows of skipped images."""
+    torch = pytest.importorskip("torch")
+    import csv
+
+    from click.testing import CliRunner
+
+    from emzoo.cli import main
+    from emzoo.packaging import BuildOptions, package_module
+    from emzoo.packaging.tensors import ReproducibilityTolerance
+
+    torch.manual_seed(0)
+    package = package_module(
+        uc.build_model(params).eval(),
+        uc.packaging(params),
+        uc.sample_input(tiny),
+        tmp_path / "counter",
+        architecture=uc.architecture(params),
+        extra_config=uc.package_config(params),
+        options=BuildOptions(
+            test_size=64,
+            test_with_bioimageio=False,
+            weight_formats=("onnx",),
+            reproducibility=ReproducibilityTolerance(atol=1e-9),
+        ),
+    )
+    images = sorted((tiny / "images").iterdir())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["predict", str(package), str(tiny / "images"), "-o", str(out), "--overlay", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    with open(out / "counts.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == sorted(p.name for p in images)
+    assert set(rows[0]) == {"file", "count", "n_centres"}
+    assert all(float(r["count"]) >= 0 and int(r["n_centres"]) >= 0 for r in rows)
+    for image in images:
+        assert (out / f"{image.stem}_centres.csv").read_text().startswith("y,x,score")
+        assert (out / f"{image.stem}_overlay.png").is_file()
+    result = CliRunner().invoke(main, ["predict", str(package), str(images[0]), "-o", str(out), "-q"])
+    assert result.exit_code == 0 and "skipped: 1" in result.output
+    with open(out / "counts.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == rows

@@ -311,8 +311,8 @@ class Denoising(UseCase):
                 "2d",
             ),
             # mixed sources of different (partly unknown) pixel sizes: a placeholder the format requires
-            pixel_size={"y": 1.0, "x": 1.0},
-            pixel_unit="nanometer",
+            pixel_size={},  # the images come with no (or mixed) calibration: see the README
+            pixel_unit=None,
             training_data={
                 "name": "Noisy TEM tiles (EMDiffuse) and two cryo-EM micrographs (mrcfile test data)",
                 "source": EMDIFFUSE_URL,

@@ -324,9 +324,8 @@ class ParticleCounting(UseCase):
                 "unet",
                 "2d",
             ),
-            # the JPEGs carry no calibration: a placeholder the format requires (the model works in pixels)
-            pixel_size={"y": 1.0, "x": 1.0},
-            pixel_unit="nanometer",
+            pixel_size={},  # the images come with no (or mixed) calibration: see the README
+            pixel_unit=None,
             training_data={
                 "name": "STEM nanoparticles (25 HAADF/bright-field STEM images with YOLO boxes)",
                 "source": DATA_URL,
@@ -346,7 +345,7 @@ class ParticleCounting(UseCase):
             limitations=(
                 "Trained on 15 images of six catalyst systems from one source; other supports, contrasts "
                 "or particle sizes outside about 6-80 px (rescale the image first: the JPEGs carry no pixel "
-                "size, so the 1 nm pixel size in this description is a placeholder) give less reliable "
+                "size, so neither does this description; the model works in pixels) give less reliable "
                 "counts. Touching or overlapping particles merge into one maximum (the count from the "
                 "integral still sees both). Very large particles (over about 90 px, beyond the receptive "
                 "field) may count as several or as a fraction. Check the overlay before trusting a count."

@@ -67,6 +67,7 @@ def render_card(info: PackagingInfo, facts: CardFacts) -> str:
             f"{ev.get('sample_count', '?')} images of the **{role}** split"
             f" ({ev.get('dataset_name', td.get('name', 'the training data set'))}){unseen}.\n\n"
             + metrics_table(ev)
+            + (f"\n\nAll methods, per condition:\n\n{ev['table']}" if ev.get("table") else "")
         )
     else:
         validation = "No held-out evaluation was recorded for this package."
@@ -89,12 +90,20 @@ def render_card(info: PackagingInfo, facts: CardFacts) -> str:
         f"# {info.name}\n\n{info.description}",
         f"## Task\n\n{info.task.capitalize()}.\n\n**Intended use.** {info.intended_use}",
         "## Intended data\n\n"
-        f"Electron-microscopy images like the training data: pixel size {pixel}. Raw training images "
+        f"Electron-microscopy images like the training data: pixel size {pixel}"
+        + (
+            ""
+            if info.pixel_size
+            else " (the training images carry no common calibration: the model "
+            "works in pixels, so give it images whose structures have about the training data's size in px)"
+        )
+        + ". Raw training images "
         f"have mean {_fmt(stats.get('mean'))}, std {_fmt(stats.get('std'))}, 1st/99th percentiles "
         f"{_fmt(stats.get('p1'))}/{_fmt(stats.get('p99'))} ({stats.get('dtype', '?')}; computed from "
         f"{stats.get('source', 'the training images')}). These numbers are stored in "
         "`config.emzoo.training_data` of rdf.yaml, so that tools can warn when an input looks unlike the "
-        "training data. Resample images of another pixel size before predicting.",
+        "training data."
+        + (" Resample images of another pixel size before predicting." if info.pixel_size else ""),
         "## Training data and split\n\n"
         + _bullets({k: v for k, v in td.items() if v})
         + "\n\nFull description: `training_data` in rdf.yaml.",

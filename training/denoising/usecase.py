@@ -340,9 +340,6 @@ class Denoising(UseCase):
                 "Domain shift: why it may lose to non-local means on SEM": data_section(
                     text, "## Domain shift: why it may lose to non-local means on SEM"
                 ),
-                "All methods": "config.emzoo.evaluation.table in rdf.yaml (and evaluation.json) holds "
-                "PSNR/SSIM of this model, non-local means, the Gaussian filter and the noisy input per "
-                "noise level; the table above compares with non-local means only.",
             },
         )
 

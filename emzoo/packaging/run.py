@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,30 @@ def _training_settings(config: Mapping[str, Any], metrics: Mapping[str, Any]) ->
     return out
 
 
+def _shown_path(path: Path) -> str:
+    """Paths as a reader of the repository writes them (``../shared/data/...`` for the shared data)."""
+    parts = Path(path).resolve().parts
+    for i in range(len(parts) - 1):
+        if parts[i : i + 2] == ("shared", "data"):
+            return str(Path("..", *parts[i:]))
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Mapping[str, Any]) -> str:
+    return (
+        "From the repository root (the training data beside it in `../shared/data`), with "
+        "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
+        f"emzoo train {name} --data {_shown_path(data)} --out {_shown_path(run)}\n"
+        f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}\n```\n\n"
+        "The parameters are the use case's `params.yaml` defaults, listed under Training settings "
+        f"(change one with `--set name=value`); the split is fixed and the seed is "
+        f"{config.get('params', {}).get('seed', '?')}. This run used the {config.get('device', '?')}."
+    )
+
+
 def package_run(
     run_dir: str | Path,
     output: str | Path,
@@ -165,9 +190,14 @@ def package_run(
             f"{str(e).splitlines()[0]}); was config.json edited after training?"
         ) from e
     stats = training_statistics(usecase, data, config)
+    info = usecase.packaging(params)
+    sections = {
+        **info.extra_card_sections,
+        "Reproduce this model": _reproduce(name, data, run, output, config),
+    }
     return package_module(
         module,
-        usecase.packaging(params),
+        replace(info, extra_card_sections=sections),
         usecase.sample_input(data),
         output,
         architecture=usecase.architecture(params),

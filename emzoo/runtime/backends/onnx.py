@@ -57,6 +57,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # tiles of one size repeat, but a pre-planned memory pattern for them costs ~25% more peak
+        # memory on CPU (measured: 594 vs 452 MB for a 912 px U-Net block) for no measurable speed
+        options.enable_mem_pattern = False
         providers = providers_for(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(path, sess_options=options, providers=providers)

@@ -116,33 +116,87 @@ def main() -> None:
     emzoo = [sys.executable, "-m", "emzoo"]
     bio = [str(Path(sys.executable).with_name("bioimageio"))]
     rdf = str(pkg.rdf)
-    print(f"model: {spec.name} ({args.model}); bioimageio --blockwise {blockwise} "
-          f"= {(axis.min or 0) + blockwise * (axis.step or 1)} px blocks; {os.cpu_count()} CPUs")
+    print(
+        f"model: {spec.name} ({args.model}); bioimageio --blockwise {blockwise} "
+        f"= {(axis.min or 0) + blockwise * (axis.step or 1)} px blocks; {os.cpu_count()} CPUs"
+    )
 
     print("4096 x 4096 uint8 image:")
     rows = [
-        bench("emzoo predict", [*emzoo, "predict", args.model, str(big), "-o", str(work / "out_emzoo"), "-q"],
-              work, args.runs, [work / "out_emzoo"]),
-        bench("bioimageio predict", [*bio, "predict", rdf, "--inputs", str(big), "--outputs",
-                                     str(work / "out_bio" / "{output_id}.tif"), "--weight-format", "onnx",
-                                     "--blockwise", str(blockwise), "--overwrite"],
-              work, args.runs, [work / "out_bio"]),
-        bench("plain onnxruntime loop", [sys.executable, str(REPO / "benchmarks" / "plain_onnxruntime_loop.py"),
-                                         str(onnx), str(big), str(work / "out_plain.tif")],
-              work, args.runs, []),
+        bench(
+            "emzoo predict",
+            [*emzoo, "predict", args.model, str(big), "-o", str(work / "out_emzoo"), "-q"],
+            work,
+            args.runs,
+            [work / "out_emzoo"],
+        ),
+        bench(
+            "bioimageio predict",
+            [
+                *bio,
+                "predict",
+                rdf,
+                "--inputs",
+                str(big),
+                "--outputs",
+                str(work / "out_bio" / "{output_id}.tif"),
+                "--weight-format",
+                "onnx",
+                "--blockwise",
+                str(blockwise),
+                "--overwrite",
+            ],
+            work,
+            args.runs,
+            [work / "out_bio"],
+        ),
+        bench(
+            "plain onnxruntime loop",
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "plain_onnxruntime_loop.py"),
+                str(onnx),
+                str(big),
+                str(work / "out_plain.tif"),
+            ],
+            work,
+            args.runs,
+            [],
+        ),
     ]
     print("10 images of 1024 x 1024:")
     rows += [
-        bench("emzoo predict (folder)", [*emzoo, "predict", args.model, str(folder), "-o",
-                                         str(work / "out10_emzoo"), "-q"], work, args.runs, [work / "out10_emzoo"]),
-        bench("bioimageio predict (10)", [*bio, "predict", rdf, "--inputs", json.dumps(files), "--outputs",
-                                          str(work / "out10_bio" / "{sample_id}.tif"), "--weight-format", "onnx",
-                                          "--overwrite"], work, args.runs, [work / "out10_bio"]),
+        bench(
+            "emzoo predict (folder)",
+            [*emzoo, "predict", args.model, str(folder), "-o", str(work / "out10_emzoo"), "-q"],
+            work,
+            args.runs,
+            [work / "out10_emzoo"],
+        ),
+        bench(
+            "bioimageio predict (10)",
+            [
+                *bio,
+                "predict",
+                rdf,
+                "--inputs",
+                json.dumps(files),
+                "--outputs",
+                str(work / "out10_bio" / "{sample_id}.tif"),
+                "--weight-format",
+                "onnx",
+                "--overwrite",
+            ],
+            work,
+            args.runs,
+            [work / "out10_bio"],
+        ),
     ]
     by = {r["name"]: r for r in rows}
     ratios = {
         "emzoo / bioimageio (4096^2)": by["emzoo predict"]["median_s"] / by["bioimageio predict"]["median_s"],
-        "emzoo / plain onnxruntime (4096^2)": by["emzoo predict"]["median_s"] / by["plain onnxruntime loop"]["median_s"],
+        "emzoo / plain onnxruntime (4096^2)": by["emzoo predict"]["median_s"]
+        / by["plain onnxruntime loop"]["median_s"],
         "emzoo / bioimageio (10 x 1024^2)": by["emzoo predict (folder)"]["median_s"]
         / by["bioimageio predict (10)"]["median_s"],
     }
@@ -154,7 +208,8 @@ def main() -> None:
         goal = GOALS[name]
         print(f"{name:<36} {value:5.2f}  (goal <= {goal}: {'met' if value <= goal else 'NOT met'})")
     rss = by["emzoo predict"]["peak_rss_gb"]
-    print(f"{'emzoo peak RSS (4096^2)':<36} {rss:5.2f} GB (goal < {RSS_GOAL_GB} GB: {'met' if rss < RSS_GOAL_GB else 'NOT met'})")
+    verdict = "met" if rss < RSS_GOAL_GB else "NOT met"
+    print(f"{'emzoo peak RSS (4096^2)':<36} {rss:5.2f} GB (goal < {RSS_GOAL_GB} GB: {verdict})")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,18 @@ def test_notebook_runs(notebook, tmp_path):
     code = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     script = tmp_path / f"{notebook.stem}.py"
     script.write_text(code)
-    env = {**os.environ, "EMZOO_NOTEBOOK_QUICK": "1", "EMZOO_NOTEBOOK_WORK": str(tmp_path / "work"),
-           "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(script)], cwd=notebook.parent, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "EMZOO_NOTEBOOK_QUICK": "1",
+        "EMZOO_NOTEBOOK_WORK": str(tmp_path / "work"),
+        "MPLBACKEND": "Agg",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=notebook.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -105,7 +105,7 @@ def connect(client):
     try:
         from distributed import Client, get_client
     except ImportError:
-        raise UsageError("--dask needs dask.distributed: pip install 'distributed'") from None
+        raise UsageError("--dask needs dask.distributed: pip install 'emzoo[dask]'") from None
     if client is None:
         try:
             return get_client()

@@ -206,6 +206,7 @@ def test_predict_cli_writes_counts_centres_and_overlays(uc, tiny, params, tmp_pa
     image, overlays with --overlay; a re-run keeps the rows of skipped images."""
     torch = pytest.importorskip("torch")
     import csv
+    import math
 
     from click.testing import CliRunner
 
@@ -224,7 +225,7 @@ def test_predict_cli_writes_counts_centres_and_overlays(uc, tiny, params, tmp_pa
         options=BuildOptions(
             test_size=64,
             test_with_bioimageio=False,
-            weight_formats=("onnx",),
+            weight_formats=("onnx", "torchscript"),
             reproducibility=ReproducibilityTolerance(atol=1e-9),
         ),
     )
@@ -238,7 +239,8 @@ def test_predict_cli_writes_counts_centres_and_overlays(uc, tiny, params, tmp_pa
         rows = list(csv.DictReader(f))
     assert [r["file"] for r in rows] == sorted(p.name for p in images)
     assert set(rows[0]) == {"file", "count", "n_centres"}
-    assert all(float(r["count"]) >= 0 and int(r["n_centres"]) >= 0 for r in rows)
+    # an untrained density map may integrate to a negative count; the table must still be numbers
+    assert all(math.isfinite(float(r["count"])) and int(r["n_centres"]) >= 0 for r in rows)
     for image in images:
         assert (out / f"{image.stem}_centres.csv").read_text().startswith("y,x,score")
         assert (out / f"{image.stem}_overlay.png").is_file()

@@ -56,8 +56,8 @@ def command(model, inputs, out_dir, output_id, channel, layer, weight_format, de
         raise UsageError("give at least one INPUT image (files, folders or globs) after the model")
     from PIL import Image as PILImage
 
+    from emzoo.atomic import atomic_path
     from emzoo.io import ImageMeta, expand_inputs, read_image, write_image
-    from emzoo.io.write import temporary_sibling
     from emzoo.runtime.explain import Explainer, overlay_rgb
 
     explainer = Explainer(model, output=output_id, weight_format=weight_format, layer=layer, device=device)
@@ -76,9 +76,8 @@ def command(model, inputs, out_dir, output_id, channel, layer, weight_format, de
         write_image(tif, explanation.cam, meta, format="tiff")
         if explanation.cam.ndim == 2:
             grey = _grey(image)
-            tmp = temporary_sibling(png)
-            PILImage.fromarray(overlay_rgb(grey, explanation.cam)).save(tmp, format="PNG")
-            tmp.replace(png)
+            with atomic_path(png) as tmp:
+                PILImage.fromarray(overlay_rgb(grey, explanation.cam)).save(tmp, format="PNG")
         click.echo(
             f"{item.path}: {explanation.output}[{explanation.target}] = {explanation.value:.4g}; Grad-CAM on "
             f"{explanation.layer} ({explanation.weight_format}) -> {tif}"

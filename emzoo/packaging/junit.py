@@ -3,12 +3,13 @@ check of each package as one test case."""
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from emzoo.atomic import atomic_path
 
 MAX_MESSAGE = 2000
 
@@ -87,8 +88,6 @@ def write_junit(results: Iterable[Any], path: str | Path, *, suite_name: str = "
     path = Path(path)
     tree = junit_xml(results, suite_name=suite_name)
     ET.indent(tree)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tree.write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emzoo.atomic import write_text_atomic
 from emzoo.errors import EmzooError, UsageError
 from emzoo.io import Image, InputFile, read_image, read_slice_folder, write_image
 from emzoo.io.registry import get_writer
-from emzoo.io.write import temporary_sibling
 from emzoo.runtime import counting, processing
 from emzoo.runtime.ood import check_input
 from emzoo.runtime.predictor import Predictor
@@ -121,10 +120,7 @@ def _write_csv(path: Path, image: Image, channel_names: Sequence[str]) -> None:
     writer = csv.writer(buf)
     writer.writerow(names)
     writer.writerow([f"{v:.6g}" for v in values])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _writable(data: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from emzoo.atomic import atomic_path, write_text_atomic
 from emzoo.errors import InputError, PackageError
-from emzoo.io.write import temporary_sibling
 
 __all__ = [
     "CountResult",
@@ -219,19 +218,6 @@ def count_outputs(outputs: Mapping[str, Any], config: CountingConfig) -> CountRe
     return count_map(getattr(value, "data", value), config)
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_centres_csv(path: str | Path, result: CountResult) -> Path:
     """``<stem>_centres.csv``: one row per centre, ``y,x,score`` (``z,y,x,score`` in 3D), pixel
     coordinates of the input image (row, column from the top left)."""
@@ -241,7 +227,7 @@ def write_centres_csv(path: str | Path, result: CountResult) -> Path:
     ndim = len(result.axes)
     for row in result.centres:
         writer.writerow([*(int(v) for v in row[:ndim]), f"{row[ndim]:.6g}"])
-    return _atomic_text(Path(path), buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 def summary_row(file: str | Path, result: CountResult) -> dict[str, Any]:
@@ -256,7 +242,7 @@ def write_counts_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pat
     writer.writeheader()
     for row in rows:
         writer.writerow(row)
-    return _atomic_text(Path(path), buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 def _gray(image, axes: str | None) -> np.ndarray:
@@ -298,13 +284,6 @@ def render_overlay(
     for y, x in result.centres[:, :2]:
         draw.ellipse((x - r, y - r, x + r, y + r), outline=color, width=width)
     draw.text((4, 4), f"count {result.count:.1f}, centres {result.n_centres}", fill=(255, 255, 0))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)

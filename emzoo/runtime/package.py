@@ -9,7 +9,6 @@ their sha256 when a backend loads them (:meth:`ModelPackage.verified_file`).
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from emzoo import __version__
+from emzoo.atomic import write_text_atomic
 from emzoo.cache import cache_dir, sha256_bytes, sha256_file
 from emzoo.errors import PackageError
 from emzoo.runtime.safe_zip import extract_zip_safely
@@ -140,7 +140,5 @@ def open_model(source: str | Path, *, use_cache: bool = True) -> ModelPackage:
             cached.unlink(missing_ok=True)  # written by another emzoo version: rebuild it
     spec = describe(rdf, str(source))
     if cached is not None:
-        tmp = cached.with_name(cached.name + f".{os.getpid()}")
-        tmp.write_text(json.dumps(spec.to_dict()))
-        os.replace(tmp, cached)
+        write_text_atomic(cached, json.dumps(spec.to_dict()))
     return ModelPackage(spec, root, rdf, str(source))

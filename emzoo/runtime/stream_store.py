@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from emzoo.atomic import write_text_atomic
 from emzoo.errors import InputError
 
 if TYPE_CHECKING:
@@ -87,9 +88,7 @@ class Stores:
         folder = Path(self.record) / "done"
         folder.mkdir(parents=True, exist_ok=True)
         info = {"seconds": round(seconds, 3), "host": socket.gethostname(), "pid": os.getpid()}
-        tmp = folder / f".{job.name}.{os.getpid()}"
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, folder / job.name)
+        write_text_atomic(folder / job.name, json.dumps(info))
 
 
 def open_stores(
@@ -120,9 +119,7 @@ def open_stores(
         final.parent.mkdir(parents=True, exist_ok=True)
         create_ome_zarr(partials[out.id], out.shape, out.dtype, out.meta, out.store_chunks, name=final.name)
     record.mkdir(parents=True, exist_ok=True)
-    tmp = record / ".run.json.tmp"
-    tmp.write_text(json.dumps(run_header, indent=1))
-    os.replace(tmp, record / "run.json")
+    write_text_atomic(record / "run.json", json.dumps(run_header, indent=1))
     return stores
 
 

@@ -5,7 +5,6 @@ leaves the previous file intact, and both load with ``torch.load(..., weights_on
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from emzoo.atomic import atomic_path
+
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -135,6 +135,30 @@ class UseCase:
         raise NotImplementedError
 
 
+class UNetUseCase(UseCase):
+    """A use case whose model is emzoo's 2D :class:`~emzoo.architectures.unet.UNet` (one channel in,
+    one out), sized by the ``depth`` and ``features`` parameters."""
+
+    def unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "in_channels": 1,
+            "out_channels": 1,
+            "depth": params["depth"],
+            "features": params["features"],
+            "dims": 2,
+        }
+
+    def build_model(self, params: dict[str, Any]):
+        from emzoo.architectures.unet import UNet
+
+        return UNet(**self.unet_kwargs(params))
+
+    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
+        import emzoo.architectures.unet as unet
+
+        return Path(unet.__file__), "UNet", self.unet_kwargs(params)
+
+
 _USECASES: dict[str, type[UseCase]] = {}
 
 

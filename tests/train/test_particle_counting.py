@@ -134,27 +134,20 @@ def test_bright_field_detection(data):
     assert data.is_bright_field(255 - haadf)
 
 
-def test_counting_package_counts(uc, tiny, params, tmp_path):
-    """A briefly trained network packaged with the use case's counting settings: the runtime finds
-    them in config.emzoo and counts with them; the package reproduces its test output."""
+def package_counter(uc, tiny, params, output, evaluate=None):
+    """An untrained counting network (seed 0) packaged with the use case's counting settings."""
     torch = pytest.importorskip("torch")
-    pytest.importorskip("onnxruntime")
     from emzoo.packaging import BuildOptions, package_module
     from emzoo.packaging.tensors import ReproducibilityTolerance
-    from emzoo.runtime import counting
-    from emzoo.runtime.package import open_model
-    from emzoo.runtime.predictor import Predictor
-    from emzoo.runtime.testing import reproduce
 
     torch.manual_seed(0)
-    model = uc.build_model(params).eval()
-    output = package_module(
-        model,
+    return package_module(
+        uc.build_model(params).eval(),
         uc.packaging(params),
         uc.sample_input(tiny),
-        tmp_path / "counter.zip",
+        output,
         architecture=uc.architecture(params),
-        evaluate=lambda predict: uc.evaluate(predict, tiny, params),
+        evaluate=evaluate,
         extra_config=uc.package_config(params),
         # an untrained network's density is ~1e-5: emzoo's default atol (1% of that maximum) trips
         # bioimageio.spec's "atol <= 1% of the test output's maximum" by float noise, so give a small one
@@ -165,6 +158,21 @@ def test_counting_package_counts(uc, tiny, params, tmp_path):
             reproducibility=ReproducibilityTolerance(atol=1e-9),
         ),
     )
+
+
+def test_counting_package_counts(uc, tiny, params, tmp_path):
+    """An untrained network packaged with the use case's counting settings: the runtime finds
+    them in config.emzoo and counts with them; the package reproduces its test output."""
+    pytest.importorskip("onnxruntime")
+    from emzoo.runtime import counting
+    from emzoo.runtime.package import open_model
+    from emzoo.runtime.predictor import Predictor
+    from emzoo.runtime.testing import reproduce
+
+    def evaluate(predict):
+        return uc.evaluate(predict, tiny, params)
+
+    output = package_counter(uc, tiny, params, tmp_path / "counter.zip", evaluate=evaluate)
     package = open_model(output)
     config = counting.counting_config(package)
     assert config == counting.CountingConfig.from_dict(uc.package_config(params)["counting"])
@@ -204,31 +212,14 @@ def test_real_boxes_and_contrast(data):
 def test_predict_cli_writes_counts_centres_and_overlays(uc, tiny, params, tmp_path):
     """``emzoo predict`` on a counting package: counts.csv (one row per image), centre points per
     image, overlays with --overlay; a re-run keeps the rows of skipped images."""
-    torch = pytest.importorskip("torch")
     import csv
     import math
 
     from click.testing import CliRunner
 
     from emzoo.cli import main
-    from emzoo.packaging import BuildOptions, package_module
-    from emzoo.packaging.tensors import ReproducibilityTolerance
 
-    torch.manual_seed(0)
-    package = package_module(
-        uc.build_model(params).eval(),
-        uc.packaging(params),
-        uc.sample_input(tiny),
-        tmp_path / "counter",
-        architecture=uc.architecture(params),
-        extra_config=uc.package_config(params),
-        options=BuildOptions(
-            test_size=64,
-            test_with_bioimageio=False,
-            weight_formats=("onnx", "torchscript"),
-            reproducibility=ReproducibilityTolerance(atol=1e-9),
-        ),
-    )
+    package = package_counter(uc, tiny, params, tmp_path / "counter")
     images = sorted((tiny / "images").iterdir())
     out = tmp_path / "out"
     result = CliRunner().invoke(

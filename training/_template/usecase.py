@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from emzoo.train.usecase import PackagingInfo, PredictFn, UseCase, register_usecase
+from emzoo.train.usecase import PackagingInfo, PredictFn, UNetUseCase, register_usecase
 
 HERE = Path(__file__).resolve().parent
 
 
 @register_usecase
-class MyUseCase(UseCase):
+class MyUseCase(UNetUseCase):
     """TODO: one line that `emzoo train --list` shows."""
 
     name = "my_use_case"  # TODO: the command-line name (the folder name is a good choice)
@@ -51,21 +51,9 @@ class MyUseCase(UseCase):
 
     # -- model, loss, metrics ------------------------------------------------------------------------
 
-    def build_model(self, params: dict[str, Any]):
-        from emzoo.architectures.unet import UNet
-
-        return UNet(in_channels=1, out_channels=1, depth=params["depth"], features=params["features"])
-
-    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
-        import emzoo.architectures.unet as unet
-
-        kwargs = {
-            "in_channels": 1,
-            "out_channels": 1,
-            "depth": params["depth"],
-            "features": params["features"],
-        }
-        return Path(unet.__file__), "UNet", kwargs
+    # build_model and architecture come from UNetUseCase: a 2D U-Net with one channel in and one out,
+    # sized by the "depth" and "features" parameters. For another network derive from UseCase and
+    # write both (see README.md, step 3).
 
     def loss(self, params: dict[str, Any]):
         # TODO: a callable (output batch, target batch) -> scalar tensor

@@ -9,7 +9,7 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UseCase, register_usecase
+from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -22,7 +22,7 @@ SEM_URL = "https://github.com/bnsreenu/python_for_microscopists"
 
 
 @register_usecase
-class Denoising(UseCase):
+class Denoising(UNetUseCase):
     """Noise2Void denoising (trained on noisy TEM and cryo-EM only, no clean images); scored on SEM."""
 
     name = "denoising"
@@ -119,25 +119,6 @@ class Denoising(UseCase):
         return np.ascontiguousarray(image[-256:, :256])[None]
 
     # -- model, loss, metrics ------------------------------------------------------------------------
-
-    def _unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "in_channels": 1,
-            "out_channels": 1,
-            "depth": params["depth"],
-            "features": params["features"],
-            "dims": 2,
-        }
-
-    def build_model(self, params: dict[str, Any]):
-        from emzoo.architectures.unet import UNet
-
-        return UNet(**self._unet_kwargs(params))
-
-    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
-        import emzoo.architectures.unet as unet
-
-        return Path(unet.__file__), "UNet", self._unet_kwargs(params)
 
     def loss(self, params: dict[str, Any]):
         from .loss import MaskedMSE

@@ -9,7 +9,7 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UseCase, register_usecase
+from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -19,7 +19,7 @@ THRESHOLD = 0.5  # membrane where the probability is above it (metrics and masks
 
 
 @register_usecase
-class MembraneSegmentation(UseCase):
+class MembraneSegmentation(UNetUseCase):
     """Cell membranes in ssTEM of neural tissue (ISBI 2012, 4 nm pixels): 2D U-Net, membrane probability."""
 
     name = "membrane_segmentation"
@@ -98,25 +98,6 @@ class MembraneSegmentation(UseCase):
         return images[0]  # (1, y, x) uint8
 
     # -- model, loss, metrics ------------------------------------------------------------------------
-
-    def _unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "in_channels": 1,
-            "out_channels": 1,
-            "depth": params["depth"],
-            "features": params["features"],
-            "dims": 2,
-        }
-
-    def build_model(self, params: dict[str, Any]):
-        from emzoo.architectures.unet import UNet
-
-        return UNet(**self._unet_kwargs(params))
-
-    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
-        import emzoo.architectures.unet as unet
-
-        return Path(unet.__file__), "UNet", self._unet_kwargs(params)
 
     def loss(self, params: dict[str, Any]):
         from .loss import BceDiceLoss

@@ -9,7 +9,7 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UseCase, register_usecase
+from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -38,7 +38,7 @@ def _config(params: dict[str, Any]):
 
 
 @register_usecase
-class ParticleCounting(UseCase):
+class ParticleCounting(UNetUseCase):
     """Nanoparticles in STEM images (Cu, Pd, Pt, PtCo, PtW, Ru): density-map U-Net; count = map integral."""
 
     name = "particle_counting"
@@ -129,25 +129,6 @@ class ParticleCounting(UseCase):
         return raw[None]  # (1, y, x) uint8
 
     # -- model, loss, metrics ------------------------------------------------------------------------
-
-    def _unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "in_channels": 1,
-            "out_channels": 1,
-            "depth": params["depth"],
-            "features": params["features"],
-            "dims": 2,
-        }
-
-    def build_model(self, params: dict[str, Any]):
-        from emzoo.architectures.unet import UNet
-
-        return UNet(**self._unet_kwargs(params))
-
-    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
-        import emzoo.architectures.unet as unet
-
-        return Path(unet.__file__), "UNet", self._unet_kwargs(params)
 
     def loss(self, params: dict[str, Any]):
         from .loss import DensityLoss

@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from emzoo.runtime.package import open_model
+    from emzoo.package.load import open_model
 
     pkg = open_model(args.model)
     spec = pkg.spec

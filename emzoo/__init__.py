@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from emzoo.version import __version__
 
 if TYPE_CHECKING:
-    from emzoo.runtime.package import ModelPackage, open_model
+    from emzoo.package.load import ModelPackage, open_model
     from emzoo.runtime.predictor import Predictor, predict
 
 _LAZY = {
-    "open_model": "emzoo.runtime.package",
-    "ModelPackage": "emzoo.runtime.package",
+    "open_model": "emzoo.package.load",
+    "ModelPackage": "emzoo.package.load",
     "Predictor": "emzoo.runtime.predictor",
     "predict": "emzoo.runtime.predictor",
 }

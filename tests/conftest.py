@@ -32,3 +32,7 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# the tiny U-Net packages (session fixtures) for every test folder
+from tests.tiny_packages import predictor2d, predictor3d, tiny_unet2d, tiny_unet3d  # noqa: E402, F401

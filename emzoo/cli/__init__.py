@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from emzoo import __version__
+from emzoo.cli.options import flag_names
 from emzoo.errors import EmzooError
+from emzoo.version import __version__
 
 
 class EmzooGroup(click.Group):
@@ -23,7 +24,8 @@ class EmzooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EmzooError as e:
-            click.echo(f"Error: {e}", err=True)
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            click.echo(f"Error: {e.render(flag_names(command))}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

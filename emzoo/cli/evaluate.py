@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from emzoo.cli.options import weights_option
+
 
 @click.command("evaluate")
 @click.argument("model")
@@ -15,7 +17,7 @@ import click
 @click.option(
     "--usecase", default=None, help="Use case whose metrics apply (default: the one the package names)."
 )
-@click.option("--weights", "weight_format", default=None, help="Weight format to run.")
+@weights_option()
 @click.option(
     "-o",
     "--output",

@@ -6,20 +6,15 @@ from pathlib import Path
 
 import click
 
+from emzoo.cli.options import device_option, output_dir_option, overwrite_option, weights_option
 from emzoo.errors import UsageError
 
 
 @click.command("explain")
 @click.argument("model")
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    default="explanations",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for <stem>_gradcam.tif and <stem>_gradcam.png (keeps the inputs' sub-folders).",
+@output_dir_option(
+    "explanations", "Folder for <stem>_gradcam.tif and <stem>_gradcam.png (keeps the inputs' sub-folders)."
 )
 @click.option(
     "--target", "output_id", default=None, help="Output to explain (default: the first value output)."
@@ -33,17 +28,15 @@ from emzoo.errors import UsageError
 @click.option(
     "--layer", default=None, help="Feature map to compute Grad-CAM on (default: the last spatial one)."
 )
-@click.option(
-    "--weights",
-    "weight_format",
-    default=None,
+@weights_option(
     help="pytorch_state_dict or torchscript (default: the first of these the package has; ONNX "
     "weights carry no gradients).",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@device_option
+@overwrite_option("Replace existing outputs.")
 def command(model, inputs, out_dir, output_id, channel, layer, weight_format, device, overwrite):
-    """Explain what an image-to-value model (class scores, a count) looked at: a Grad-CAM map per image.
+    """Explain what the image-to-value model MODEL (class scores, a count) looked at in each of INPUTS
+    (files, folders, globs): a Grad-CAM map per image.
 
     The map (0..1, the image's size) shows which regions raised the explained value; it is written as
     a float32 TIFF and as a PNG over the image. Needs the package's PyTorch weights.
@@ -58,7 +51,7 @@ def command(model, inputs, out_dir, output_id, channel, layer, weight_format, de
 
     from emzoo.atomic import atomic_path
     from emzoo.io import ImageMeta, expand_inputs, read_image, write_image
-    from emzoo.runtime.explain import Explainer, overlay_rgb
+    from emzoo.tasks.explain import Explainer, overlay_rgb
 
     explainer = Explainer(model, output=output_id, weight_format=weight_format, layer=layer, device=device)
     out = Path(out_dir)

@@ -12,8 +12,9 @@ def _processing(ops) -> str:
 @click.command("info")
 @click.argument("model")
 def command(model):
-    """Show name, task, inputs and outputs with axes and sizes, weights, metrics, license, citation."""
-    from emzoo.runtime.package import open_model
+    """Show what the package MODEL (a .zip, a folder or its rdf.yaml) is: name, task, inputs and outputs
+    with axes and sizes, weights, metrics, license, citation."""
+    from emzoo.package.load import open_model
 
     pkg = open_model(model)
     s = pkg.spec

@@ -49,7 +49,7 @@ def command(
     is written unless every check passes.
     """
     from emzoo.packaging.build import BuildOptions
-    from emzoo.packaging.run import package_run
+    from emzoo.train.run import package_run
 
     options = BuildOptions(
         weight_formats=tuple(weight_formats) or FORMATS,

@@ -7,6 +7,14 @@ from pathlib import Path
 
 import click
 
+from emzoo.cli.options import (
+    device_option,
+    flag_names,
+    output_dir_option,
+    overwrite_option,
+    quiet_option,
+    weights_option,
+)
 from emzoo.errors import UsageError
 from emzoo.io import InputFile, expand_inputs
 
@@ -49,7 +57,7 @@ _FORMAT_ALIASES = {"tif": "tiff", "zarr": "ome-zarr", "ome.zarr": "ome-zarr", "o
 def _output_format(name: str | None) -> str | None:
     if name is None:
         return None
-    from emzoo.io.registry import list_writers
+    from emzoo.io.lookup import list_writers
 
     name = _FORMAT_ALIASES.get(name.lower(), name.lower())
     known = sorted(w.name for w in list_writers())
@@ -73,18 +81,113 @@ def _stack_folders(arguments: tuple[str, ...]) -> list[InputFile]:
     return files
 
 
+def _tiling_options(fn):
+    for decorator in reversed(
+        (
+            click.option(
+                "--tile",
+                default=None,
+                metavar="N[,N...]",
+                help="Block size fed to the model (default: automatic).",
+            ),
+            click.option(
+                "--halo",
+                type=int,
+                default=None,
+                help="Context pixels kept around each tile (default: measured).",
+            ),
+            click.option(
+                "--blend",
+                type=int,
+                default=None,
+                help="Overlap in pixels blended between tiles (default: automatic).",
+            ),
+            click.option(
+                "--batch-size",
+                type=int,
+                default=None,
+                help="Tiles per model call (default: 1 on CPU, 4 on GPU).",
+            ),
+        )
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _stream_options(fn):
+    for decorator in reversed(
+        (
+            click.option(
+                "--stream/--no-stream",
+                default=None,
+                help="Predict out of core, chunk by chunk into OME-Zarr (resumable). Default: for Zarr, MRC "
+                "and uncompressed TIFF inputs above 64 Mpx and for OME-Zarr outputs.",
+            ),
+            click.option(
+                "--chunk-size",
+                default=None,
+                metavar="N[,N...]",
+                help="Chunk size in input pixels for out-of-core prediction (default 2048 in-plane, 256 for "
+                "3D models).",
+            ),
+            click.option(
+                "--dask",
+                "dask_address",
+                default=None,
+                metavar="ADDRESS",
+                help="Run the chunks on a dask.distributed cluster (scheduler address, e.g. tcp://host:8786).",
+            ),
+        )
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def _samples(
+    predictor, inputs: tuple[str, ...], named: tuple[str, ...], stack: bool
+) -> list[dict[str, InputFile]]:
+    """``{input id: file}`` per sample, from the arguments or from --input ID=PATH."""
+    input_ids = [t.id for t in predictor.spec.inputs]
+    if named:
+        if inputs:
+            raise UsageError("give inputs either as arguments or as --input ID=PATH, not both")
+        return [_named_inputs(named, input_ids)]
+    if len(input_ids) > 1:
+        raise UsageError(
+            f"the model takes {len(input_ids)} inputs ({', '.join(input_ids)}): "
+            f"give each with --input ID=PATH, e.g. --input {input_ids[0]}=a.tif "
+            f"--input {input_ids[1]}=b.tif"
+        )
+    files = _stack_folders(inputs) if stack else expand_inputs(list(inputs))
+    return [{input_ids[0]: f} for f in files]
+
+
+def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
+    """The progress bar and its two callbacks (next file, tiles done)."""
+    from tqdm import tqdm
+
+    first = samples[0][predictor.spec.inputs[0].id] if samples else None
+    desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}]"
+    bar = tqdm(
+        total=len(samples), desc=desc, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True
+    )
+
+    def on_file(item: InputFile) -> None:
+        if bar.n or item is not first:
+            bar.update(1)
+        bar.set_postfix_str(item.path.name, refresh=False)
+
+    def on_tile(done: int, total: int) -> None:
+        if total > 1:
+            bar.set_postfix_str(f"{done}/{total}", refresh=done == total)
+
+    return bar, on_file, on_tile
+
+
 @click.command("predict")
 @click.argument("model")
 @click.argument("inputs", nargs=-1)
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    default="predictions",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the outputs (keeps the inputs' sub-folders).",
-)
+@output_dir_option("predictions", "Folder for the outputs (keeps the inputs' sub-folders).")
 @click.option(
     "--input",
     "named",
@@ -92,25 +195,9 @@ def _stack_folders(arguments: tuple[str, ...]) -> list[InputFile]:
     metavar="ID=PATH",
     help="One per input tensor, for models with several inputs.",
 )
-@click.option(
-    "--weights",
-    "weight_format",
-    default=None,
-    help="Weight format to run (default: onnx, then torchscript, then pytorch_state_dict).",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--tile", default=None, metavar="N[,N...]", help="Block size fed to the model (default: automatic)."
-)
-@click.option(
-    "--halo", type=int, default=None, help="Context pixels kept around each tile (default: measured)."
-)
-@click.option(
-    "--blend", type=int, default=None, help="Overlap in pixels blended between tiles (default: automatic)."
-)
-@click.option(
-    "--batch-size", type=int, default=None, help="Tiles per model call (default: 1 on CPU, 4 on GPU)."
-)
+@weights_option()
+@device_option
+@_tiling_options
 @click.option(
     "--output-format",
     default=None,
@@ -124,137 +211,76 @@ def _stack_folders(arguments: tuple[str, ...]) -> list[InputFile]:
     is_flag=True,
     help="Read each INPUT folder of numbered 2D slices as one volume (z: natural order of the names).",
 )
-@click.option(
-    "--stream/--no-stream",
-    default=None,
-    help="Predict out of core, chunk by chunk into OME-Zarr (resumable). Default: for Zarr, MRC and "
-    "uncompressed TIFF inputs above 64 Mpx and for OME-Zarr outputs.",
-)
-@click.option(
-    "--chunk-size",
-    default=None,
-    metavar="N[,N...]",
-    help="Chunk size in input pixels for out-of-core prediction (default 2048 in-plane, 256 for 3D models).",
-)
-@click.option(
-    "--dask",
-    "dask_address",
-    default=None,
-    metavar="ADDRESS",
-    help="Run the chunks on a dask.distributed cluster (scheduler address, e.g. tcp://host:8786).",
-)
+@_stream_options
 @click.option(
     "--overlay",
     is_flag=True,
     help="Counting models: also draw the found centres on each image (<name>_overlay.png).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace outputs that exist (otherwise they are skipped).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def command(
-    model,
-    inputs,
-    out_dir,
-    named,
-    weight_format,
-    device,
-    tile,
-    halo,
-    blend,
-    batch_size,
-    output_format,
-    slices,
-    stack,
-    stream,
-    chunk_size,
-    dask_address,
-    overlay,
-    overwrite,
-    quiet,
-):
+@overwrite_option()
+@quiet_option
+def command(model, inputs, out_dir, named, weight_format, device, quiet, **options):
     """Predict every image in INPUTS (files, folders, globs) with the model package MODEL.
 
     MODEL is a bioimage.io package: a .zip, a folder, or its rdf.yaml. One output file is written per
     input and output tensor; outputs that exist already are skipped, so an interrupted run can simply be
     started again (an interrupted out-of-core run resumes at the first unfinished chunk).
     """
-    from tqdm import tqdm
+    from emzoo.drivers.files import predict_samples
+    from emzoo.drivers.options import InputOptions, OutputOptions, RunOptions, StreamOptions
+    from emzoo.runtime.predictor import Predictor
+    from emzoo.runtime.settings import DeviceSpec, TileSettings
 
-    from emzoo.runtime.batch import Options, predict_samples
-    from emzoo.runtime.predictor import Predictor, TileSettings
-
-    output_format = _output_format(output_format)  # unknown formats fail before the model loads
-    if batch_size is not None and batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    # every option value is checked before the model loads or any file is read
+    output = OutputOptions(_output_format(options["output_format"]), options["overwrite"], options["overlay"])
     if not inputs and not named:
         raise UsageError("give the images to predict: emzoo predict MODEL IMAGE_OR_FOLDER... [-o OUT]")
-    if stream is False and (chunk_size is not None or dask_address is not None):
-        option = "--chunk-size" if chunk_size is not None else "--dask"
-        raise UsageError(f"{option} is for out-of-core prediction: leave out --no-stream")
-    chunk = _sizes(chunk_size, "--chunk-size")
-    settings = TileSettings(tile=_sizes(tile, "--tile"), halo=halo, blend=blend, batch_size=batch_size)
-    predictor = Predictor(model, weight_format=weight_format, device=device, settings=settings)
-    input_ids = [t.id for t in predictor.spec.inputs]
-    if slices:
-        from emzoo.runtime.slices import check_slices
+    stream = StreamOptions(
+        options["stream"], _sizes(options["chunk_size"], "--chunk-size"), options["dask_address"]
+    )
+    settings = TileSettings(
+        _sizes(options["tile"], "--tile"), options["halo"], options["blend"], options["batch_size"]
+    )
+    run_options = RunOptions(output, InputOptions(options["slices"], options["stack"]), stream)
+    predictor = Predictor(
+        model, weight_format=weight_format, device=DeviceSpec.parse(device), settings=settings
+    )
+    if run_options.inputs.slices:
+        from emzoo.drivers.slices import check_slices
 
         check_slices(predictor)
-    if named:
-        if inputs:
-            raise UsageError("give inputs either as arguments or as --input ID=PATH, not both")
-        samples = [_named_inputs(named, input_ids)]
-    else:
-        if len(input_ids) > 1:
-            raise UsageError(
-                f"the model takes {len(input_ids)} inputs ({', '.join(input_ids)}): "
-                f"give each with --input ID=PATH, e.g. --input {input_ids[0]}=a.tif "
-                f"--input {input_ids[1]}=b.tif"
-            )
-        files = _stack_folders(inputs) if stack else expand_inputs(list(inputs))
-        samples = [{input_ids[0]: f} for f in files]
-    client = None
-    if dask_address is not None:
-        if len(input_ids) > 1:
-            raise UsageError(f"--dask runs one-input models; this one takes {len(input_ids)} inputs")
-        from emzoo.runtime.distributed import connect
-
-        client = connect(dask_address)
-    options = Options(
-        output_format=output_format,
-        overwrite=overwrite,
-        slices=slices,
-        stack=stack,
-        stream=stream,
-        chunk=chunk,
-        client=client,
-        overlay=overlay,
-    )
+    samples = _samples(predictor, inputs, named, run_options.inputs.stack)
+    client = _connect(predictor, stream.client)
+    if client is not None:
+        run_options = RunOptions(
+            output, run_options.inputs, StreamOptions(stream.enabled, stream.chunk, client)
+        )
     out = Path(out_dir)
-    desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}]"
-    bar = tqdm(
-        total=len(samples), desc=desc, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True
-    )
-
-    def on_file(item: InputFile) -> None:
-        if bar.n or item is not samples[0][input_ids[0]]:
-            bar.update(1)
-        bar.set_postfix_str(item.path.name, refresh=False)
-
-    def on_tile(done: int, total: int) -> None:
-        if total > 1:
-            bar.set_postfix_str(f"{done}/{total}", refresh=done == total)
-
+    bar, on_file, on_tile = _progress(predictor, samples, quiet)
     try:
         with bar:
             summary = predict_samples(
-                predictor, samples, out, on_file=on_file, on_tile=on_tile, options=options
+                predictor, samples, out, on_file=on_file, on_tile=on_tile, options=run_options
             )
             bar.update(len(samples) - bar.n)
     finally:
         if client is not None:
             client.close()
-    for line in summary.lines():
+    names = flag_names(click.get_current_context().command)
+    for line in summary.lines(names):
         click.echo(line, err=bool(summary.failed) and line.startswith("  failed"))
     if summary.written and not quiet:
         click.echo(f"outputs in {out}/", err=True)
     if summary.failed:
         sys.exit(1)
+
+
+def _connect(predictor, address: str | None):
+    """The dask client for --dask ADDRESS (None without it)."""
+    if address is None:
+        return None
+    if len(predictor.spec.inputs) > 1:
+        raise UsageError(f"--dask runs one-input models; this one takes {len(predictor.spec.inputs)} inputs")
+    from emzoo.drivers.distributed import connect
+
+    return connect(address)

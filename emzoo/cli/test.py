@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from emzoo.cli.options import device_option
+
 
 def _table(results) -> list[str]:
     rows = [("check", "weights", "result", "seconds", "detail")]
@@ -21,7 +23,7 @@ def _table(results) -> list[str]:
 @click.command("test")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--weights", "weight_formats", multiple=True, help="Test only this weight format (repeatable).")
-@click.option("--device", default="cpu", show_default=True, help="Device for emzoo's run: cpu, cuda, auto.")
+@device_option
 @click.option("--no-bioimageio", is_flag=True, help="Skip bioimageio.core's test_model (faster).")
 @click.option(
     "--junit",
@@ -36,7 +38,7 @@ def command(models, weight_formats, device, no_bioimageio, junit):
     package's reproducibility tolerance, then runs bioimageio.core's official test_model.
     Exit code 1 if any check fails.
     """
-    from emzoo.runtime.testing import test_package
+    from emzoo.checks.testing import test_package
 
     results = []
     for source in models:
@@ -51,7 +53,7 @@ def command(models, weight_formats, device, no_bioimageio, junit):
         for line in _table(found):
             click.echo(f"  {line}")
     if junit:
-        from emzoo.packaging.junit import write_junit
+        from emzoo.checks.junit import write_junit
 
         write_junit(results, junit)
     if not all(r.passed for r in results):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from emzoo.cli.options import device_option
 from emzoo.errors import UsageError
 
 _MULTI = ("--set", "--grid")
@@ -55,9 +56,7 @@ def _list() -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE ...", help="Change parameters.")
 @click.option("--grid", multiple=True, metavar="KEY=V1,V2 ...", help="Train every combination (grid search).")
-@click.option(
-    "--device", default="auto", show_default=True, help="auto (CUDA if present), cpu, cuda or cuda:N."
-)
+@device_option
 @click.option("--list", "list_", is_flag=True, help="List the use cases and exit.")
 @click.option("--show-params", is_flag=True, help="Show USE_CASE's parameters with explanations and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

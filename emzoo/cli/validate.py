@@ -13,7 +13,7 @@ from emzoo.errors import EmzooError
 @click.argument("models", nargs=-1, required=True)
 def command(models):
     """Check that each MODEL package is a valid bioimage.io description; stop at the first invalid one."""
-    from emzoo.runtime.package import describe, locate
+    from emzoo.package.load import describe, locate
 
     for source in models:
         try:

@@ -2,16 +2,9 @@
 
 from emzoo.io.discover import InputFile, expand_inputs
 from emzoo.io.formats.stack import read_slice_folder
+from emzoo.io.lookup import find_reader, get_writer, list_readers, list_writers, read_image
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import (
-    find_reader,
-    get_writer,
-    list_readers,
-    list_writers,
-    read_image,
-    register_reader,
-    register_writer,
-)
+from emzoo.io.registry import register_reader, register_writer
 from emzoo.io.write import write_image
 
 __all__ = [

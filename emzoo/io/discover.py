@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emzoo.errors import UsageError
-from emzoo.io.registry import find_reader
+from emzoo.io.lookup import find_reader
 
 
 @dataclass(frozen=True)

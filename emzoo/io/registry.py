@@ -1,7 +1,6 @@
-"""One reader and one writer per format behind one registry.
-
-Readers register with :func:`register_reader` for file suffixes (or folder layouts), writers with
-:func:`register_writer` for a format name. ``read_image(path)`` picks the reader by suffix.
+"""The tables of readers and writers: one per format, filled by the decorators :func:`register_reader`
+(file suffixes or folder layouts) and :func:`register_writer` (a format name). Looking formats up
+(``read_image``, ``get_writer``) is :mod:`emzoo.io.lookup`'s job, which loads the built-in formats.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emzoo.errors import InputError
 from emzoo.io.meta import Image, ImageMeta
 
 ReadFn = Callable[[Path], Image]
@@ -57,71 +55,11 @@ def register_writer(name: str, suffix: str):
     return deco
 
 
-def list_readers() -> list[Reader]:
-    _load_builtin_formats()
-    return list(_READERS.values())
+def registered_readers() -> dict[str, Reader]:
+    """Format name -> reader, for the formats registered so far."""
+    return dict(_READERS)
 
 
-def list_writers() -> list[Writer]:
-    _load_builtin_formats()
-    return list(_WRITERS.values())
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for reader in _READERS.values():
-        for s in reader.suffixes:
-            if name.endswith(s) and s.count(".") > 1:  # compound suffixes such as .ome.tif
-                return s
-    return path.suffix.lower()
-
-
-def find_reader(path: Path) -> Reader | None:
-    """The reader for ``path``, or None if no registered format claims it."""
-    _load_builtin_formats()
-    if path.is_dir():
-        return next((r for r in _READERS.values() if r.probe is not None and r.probe(path)), None)
-    suffix = _suffix(path)
-    return next((r for r in _READERS.values() if suffix in r.suffixes), None)
-
-
-def supported_suffixes() -> set[str]:
-    _load_builtin_formats()
-    return {s for r in _READERS.values() for s in r.suffixes}
-
-
-def read_image(path: str | Path) -> Image:
-    """Read one image with the reader registered for its format."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    reader = find_reader(path)
-    if reader is None:
-        known = ", ".join(sorted(supported_suffixes()))
-        raise InputError(f"{path}: not an image format emzoo reads (known: {known})")
-    try:
-        return reader.read(path)
-    except InputError:
-        raise
-    except Exception as e:  # a reader library's own error: keep its message, name the file
-        raise InputError(f"{path}: cannot be read as {reader.name} ({type(e).__name__}: {e})") from e
-
-
-def get_writer(name: str) -> Writer:
-    _load_builtin_formats()
-    try:
-        return _WRITERS[name]
-    except KeyError:
-        raise InputError(f"unknown output format {name!r} (known: {', '.join(sorted(_WRITERS))})") from None
-
-
-_LOADED = False
-
-
-def _load_builtin_formats() -> None:
-    """Import the built-in format modules once; each registers itself."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from emzoo.io import formats  # noqa: F401
+def registered_writers() -> dict[str, Writer]:
+    """Format name -> writer, for the formats registered so far."""
+    return dict(_WRITERS)

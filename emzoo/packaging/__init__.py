@@ -1,7 +1,9 @@
 """Turn trained PyTorch models into self-validating bioimage.io packages.
 
-``package_module`` packages a module plus its :class:`~emzoo.train.usecase.PackagingInfo`;
-``package_run`` a training run folder; ``write_junit`` turns test results into JUnit XML. Torch is
+``package_module`` packages a module plus its :class:`~emzoo.packaging.info.PackagingInfo` (with
+the :class:`~emzoo.packaging.info.TensorInfo` of each tensor); ``write_junit`` turns test results into
+JUnit XML. Training run folders are packaged by the training framework's ``package_run`` (``emzoo
+package``), which builds on this package; this package never imports the training framework. Torch is
 imported only when a package is built.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from emzoo.checks.junit import write_junit
     from emzoo.packaging.build import BuildOptions, package_module
     from emzoo.packaging.export import (
         Architecture,
@@ -18,8 +21,7 @@ if TYPE_CHECKING:
         Tolerance,
         export_weights,
     )
-    from emzoo.packaging.junit import write_junit
-    from emzoo.packaging.run import package_run
+    from emzoo.packaging.info import PackagingInfo, TensorInfo
     from emzoo.packaging.tensors import intensity_stats
 
 _LAZY = {
@@ -31,8 +33,9 @@ _LAZY = {
     "PackagingError": "emzoo.packaging.export",
     "Tolerance": "emzoo.packaging.export",
     "export_weights": "emzoo.packaging.export",
-    "write_junit": "emzoo.packaging.junit",
-    "package_run": "emzoo.packaging.run",
+    "write_junit": "emzoo.checks.junit",
+    "PackagingInfo": "emzoo.packaging.info",
+    "TensorInfo": "emzoo.packaging.info",
 }
 
 __all__ = [
@@ -40,11 +43,12 @@ __all__ = [
     "BuildOptions",
     "ExportMismatchError",
     "PackagingError",
+    "PackagingInfo",
+    "TensorInfo",
     "Tolerance",
     "export_weights",
     "intensity_stats",
     "package_module",
-    "package_run",
     "write_junit",
 ]
 

@@ -9,10 +9,11 @@ work happens in a staging folder and a hidden partial file, renamed into place a
    TorchScript and the state dict, and compare every format with the module on it;
 4. write a draft package, run it with **emzoo's runtime** for every weight format and compare with
    a plain forward pass of the pre-processed test input (what ``bioimageio test`` expects: no
-   padding, no cropping); the runtime's output becomes the test output;
+   padding, no cropping); the runtime's output becomes the test output (:mod:`emzoo.packaging.draft`);
 5. run the use case's ``evaluate`` through the draft package; render covers and the model card;
 6. assemble the final ``ModelDescr``, save it (zip or folder) with bioimageio.spec, read it back,
-   run ``bioimageio.core.test_model`` for every weight format, and move it into place.
+   run ``bioimageio.core.test_model`` for every weight format, and move it into place
+   (:mod:`emzoo.packaging.save`).
 """
 
 from __future__ import annotations
@@ -28,83 +29,61 @@ from typing import Any
 
 import numpy as np
 
-from emzoo import __version__
+from emzoo.package.spec import Tolerance
 from emzoo.packaging import descr as D
+from emzoo.packaging import draft
 from emzoo.packaging.card import CardFacts, axes_text, data_card, ops_text, render_card
 from emzoo.packaging.covers import render_cover
+from emzoo.packaging.draft import Job
 from emzoo.packaging.export import (
     ALL_FORMATS,
     Architecture,
     ExportedWeights,
     PackagingError,
-    Tolerance,
     export_weights,
     forward,
     frozen_copy,
 )
-from emzoo.packaging.geometry import Geometry, measure
-from emzoo.packaging.metadata import authors, check_info, cite_entries, is_license
+from emzoo.packaging.export import Tolerance as ExportTolerance
+from emzoo.packaging.geometry import measure
+from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo, with_float32_end
+from emzoo.packaging.metadata import check_info, is_license
 from emzoo.packaging.save import save_and_check
 from emzoo.packaging.tensors import (
-    ReproducibilityTolerance,
     check_output_shapes,
-    compare,
     crop_for_test,
     intensity_stats,
     jsonable,
-    output_atol,
     sample_in_input_axes,
-    squeezed,
 )
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo
+from emzoo.version import __version__
 
 log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[PredictFn], Mapping[str, Any]]
-RUNTIME_ORDER = ("onnx", "torchscript", "pytorch_state_dict")  # the first present makes the test output
 
-__all__ = ["BuildOptions", "ReproducibilityTolerance", "package_module"]
+__all__ = ["BuildOptions", "Tolerance", "package_module"]
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build; the defaults suit small EM networks on a CPU."""
+    """How to build; the defaults suit small EM networks on a CPU.
+
+    ``reproducibility`` is what the package promises (bioimage.io's reproducibility tolerance); its
+    ``atol`` is lowered per output to what bioimageio.spec accepts (1% of the test output's maximum).
+    """
 
     weight_formats: Sequence[str] = ALL_FORMATS
     step: int | None = None  # input size step (down-sampling factor); measured when None
     halo: int | None = None  # output halo in px; the measured receptive field, rounded up, when None
     test_size: int = 256  # largest test-tensor edge (px); cropped from the sample
-    export_tolerance: Tolerance = field(default_factory=Tolerance)
-    reproducibility: ReproducibilityTolerance = field(default_factory=ReproducibilityTolerance)
+    export_tolerance: ExportTolerance = field(default_factory=ExportTolerance)
+    reproducibility: Tolerance = field(default_factory=lambda: Tolerance(atol=1e-4))
     opset: int = 17
     torchscript: str = "auto"  # "script", "trace", or "auto" (script, else trace)
     version: str = "0.1.0"
     test_with_bioimageio: bool = True  # bioimageio.core.test_model per weight format before writing
     overwrite: bool = False
-
-
-@dataclass
-class _Job:
-    """One build: the inputs and what the steps have produced so far."""
-
-    network: Any
-    info: PackagingInfo
-    raw: np.ndarray  # the sample, with the input's axes
-    stage: Path
-    geometry: Geometry
-    formats: list[str]
-    options: BuildOptions
-    crop: np.ndarray = field(init=False)
-    test_input: np.ndarray = field(init=False)
-    outs: list[np.ndarray] = field(init=False)  # the network's raw outputs on the test input
-    plain: dict[str, np.ndarray] = field(init=False)  # ... post-processed
-
-    @property
-    def tin(self) -> TensorInfo:
-        return self.info.inputs[0]
-
-    def path(self, name: str) -> Path:
-        return self.stage / name
 
 
 def package_module(
@@ -156,19 +135,7 @@ def package_module(
     """
     options = options or BuildOptions()
     output = Path(output)
-    if output.exists() and not options.overwrite:
-        raise PackagingError(f"{output} already exists: choose another output or overwrite it (--overwrite)")
-    check_info(info)
-    for t, kind in [(info.inputs[0], "pre"), *((o, "post") for o in info.outputs)]:
-        D.processing_descrs(D.with_float32_end(t.processing), kind)  # fails early on an invalid step
-    formats = [f for f in ALL_FORMATS if f in options.weight_formats]
-    if isinstance(architecture, tuple):
-        architecture = Architecture(Path(architecture[0]), architecture[1], dict(architecture[2]))
-    if architecture is None and "pytorch_state_dict" in formats:
-        log.warning("no architecture source given: the package gets no pytorch_state_dict weights")
-        formats.remove("pytorch_state_dict")
-    if not formats:
-        raise PackagingError(f"no weight formats to write: choose from {', '.join(ALL_FORMATS)}")
+    formats, architecture = _check_request(info, output, architecture, options)
     tin = info.inputs[0]
     raw = sample_in_input_axes(sample, tin)
     network = frozen_copy(module)
@@ -184,45 +151,16 @@ def package_module(
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix="emzoo-package-"))
     try:
-        job = _Job(network, info, raw, stage, geometry, formats, options)
-        exported = _export(job, architecture)
-        tolerances = _tolerances(job)
-        draft = _describe(job, exported, tolerances, _save_plain_outputs(job))
-        draft_dir = _save_draft(draft, job.path("draft"))
-        reference, test_outputs, sample_outputs = _runtime_test_outputs(job, draft_dir, tolerances)
-        predict = _predict_fn(draft_dir, reference, tin)
-        covers = _covers(job, predict)
-        attachments = []
-        evaluation = None
-        if evaluate is not None:
-            evaluation = _evaluate(evaluate, predict)
-            job.path("evaluation.json").write_text(json.dumps(jsonable(evaluation), indent=1))
-            attachments.append(job.path("evaluation.json"))
-        stats = _statistics(raw, training_stats, training_images)
-        training = dict(training or {})
-        _write_cards(job, output.name, stats, evaluation, training)
-        config = D.config_descr(
-            tolerances=tolerances,
-            evaluations=[D.evaluation_descr(evaluation, info)] if evaluation else [],
-            info=info,
-            training=training,
-            parameter_count=int(sum(p.numel() for p in network.parameters())),
-            architecture_type=type(network).__name__,
-            emzoo=_emzoo_config(job, exported, stats, evaluation, extra_config or {}),
-        )
-        from bioimageio.spec.common import FileDescr
-
-        final = _describe(
+        job = Job(network, info, raw, stage, geometry, formats, options.reproducibility, options.version)
+        final = _build(
             job,
-            exported,
-            tolerances,
-            test_outputs,
-            sample_outputs,
-            documentation=FileDescr(source=job.path("README.md")),
-            covers=[FileDescr(source=c) for c in covers],
-            attachments=[FileDescr(source=p) for p in attachments],
-            training_data=_training_data(info, job.path("training_data.md")),
-            config=config,
+            options,
+            architecture,
+            output.name,
+            evaluate=evaluate,
+            stats=_statistics(raw, training_stats, training_images),
+            training=dict(training or {}),
+            extra_config=extra_config or {},
         )
         save_and_check(final, output, formats, test_with_bioimageio=options.test_with_bioimageio)
     finally:
@@ -231,26 +169,99 @@ def package_module(
     return output
 
 
+def _check_request(
+    info: PackagingInfo,
+    output: Path,
+    architecture: Architecture | tuple[Path, str, Mapping[str, Any]] | None,
+    options: BuildOptions,
+) -> tuple[list[str], Architecture | None]:
+    """Step 1: what can be checked before any slow work; the weight formats to write."""
+    if output.exists() and not options.overwrite:
+        raise PackagingError(
+            f"{output} already exists: choose another output or overwrite it ({{overwrite=True}})"
+        )
+    check_info(info)
+    for t, kind in [(info.inputs[0], "pre"), *((o, "post") for o in info.outputs)]:
+        D.processing_descrs(with_float32_end(t.processing), kind)  # fails early on an invalid step
+    formats = [f for f in ALL_FORMATS if f in options.weight_formats]
+    if isinstance(architecture, tuple):
+        architecture = Architecture(Path(architecture[0]), architecture[1], dict(architecture[2]))
+    if architecture is None and "pytorch_state_dict" in formats:
+        log.warning("no architecture source given: the package gets no pytorch_state_dict weights")
+        formats.remove("pytorch_state_dict")
+    if not formats:
+        raise PackagingError(f"no weight formats to write: choose from {', '.join(ALL_FORMATS)}")
+    return formats, architecture
+
+
+def _build(
+    job: Job,
+    options: BuildOptions,
+    architecture: Architecture | None,
+    file_name: str,
+    *,
+    evaluate: EvaluateFn | None,
+    stats: dict[str, Any],
+    training: dict[str, Any],
+    extra_config: Mapping[str, Any],
+):
+    """Steps 3-5 in the staging folder; returns the final ``ModelDescr``."""
+    from bioimageio.spec.common import FileDescr
+
+    info = job.info
+    exported = _export(job, options, architecture)
+    tolerances = draft.package_tolerances(job)
+    described = draft.describe(job, exported, tolerances, draft.save_plain_outputs(job))
+    draft_dir = draft.save_draft(described, job.path("draft"))
+    reference, test_outputs, sample_outputs = draft.runtime_test_outputs(job, draft_dir, tolerances)
+    predict = draft.predict_fn(draft_dir, reference, job.tin)
+    covers = _covers(job, predict)
+    attachments = []
+    evaluation = None
+    if evaluate is not None:
+        evaluation = _evaluate(evaluate, predict)
+        job.path("evaluation.json").write_text(json.dumps(jsonable(evaluation), indent=1))
+        attachments.append(job.path("evaluation.json"))
+    _write_cards(job, file_name, stats, evaluation, training)
+    config = D.config_descr(
+        tolerances=D.tolerance_descrs(tolerances),
+        evaluations=[D.evaluation_descr(evaluation, info)] if evaluation else [],
+        info=info,
+        training=training,
+        parameter_count=int(sum(p.numel() for p in job.network.parameters())),
+        architecture_type=type(job.network).__name__,
+        emzoo=_emzoo_config(job, exported, stats, evaluation, extra_config),
+    )
+    return draft.describe(
+        job,
+        exported,
+        tolerances,
+        test_outputs,
+        sample_outputs,
+        documentation=FileDescr(source=job.path("README.md")),
+        covers=[FileDescr(source=c) for c in covers],
+        attachments=[FileDescr(source=p) for p in attachments],
+        training_data=_training_data(info, job.path("training_data.md")),
+        config=config,
+    )
+
+
 # -- steps ------------------------------------------------------------------------------------------
 
 
-def _export(job: _Job, architecture: Architecture | None) -> ExportedWeights:
+def _export(job: Job, options: BuildOptions, architecture: Architecture | None) -> ExportedWeights:
     """Test crop -> pre-processed network input -> exports, checked on it and on a batch of two
     minimum-size crops (other batch and spatial sizes than the export's)."""
-    from emzoo.runtime import processing
-    from emzoo.runtime.spec import Op
-
     tin, info = job.tin, job.info
-    job.crop = crop_for_test(job.raw, tin, job.geometry, job.options.test_size)
+    job.crop = crop_for_test(job.raw, tin, job.geometry, options.test_size)
     job.test_input = np.ascontiguousarray(job.crop[None].astype(np.float32))
-    pre = [Op(op["id"], op["kwargs"]) for op in D.with_float32_end(tin.processing)]
-    x = processing.apply(pre, processing.Tensor(job.test_input, D.axis_ids(tin.axes))).astype(np.float32)
+    x = tin.apply_processing(job.test_input[0])[None].astype(np.float32)
     job.outs = forward(job.network, [x])
     check_output_shapes(job.outs, info, x)
-    job.plain = {}
-    for o, t in zip(job.outs, info.outputs, strict=False):
-        post = [Op(op["id"], op["kwargs"]) for op in D.with_float32_end(t.processing)]
-        job.plain[t.id] = processing.apply(post, processing.Tensor(o, D.axis_ids(t.axes))).astype(np.float32)
+    job.plain = {
+        t.id: t.apply_processing(o[0])[None].astype(np.float32)
+        for o, t in zip(job.outs, info.outputs, strict=False)
+    }
     small = tuple(slice(0, job.geometry.min_size) if a in "zyx" else slice(None) for a in tin.axes)
     second = np.concatenate([x[(slice(None), *small)]] * 2)
 
@@ -266,148 +277,14 @@ def _export(job: _Job, architecture: Architecture | None) -> ExportedWeights:
         input_names=(tin.id,),
         output_names=tuple(t.id for t in info.outputs),
         dynamic_axes={t.id: dynamic(t) for t in (tin, *info.outputs)},
-        opset=job.options.opset,
-        torchscript=job.options.torchscript,  # type: ignore[arg-type]
-        tolerance=job.options.export_tolerance,
+        opset=options.opset,
+        torchscript=options.torchscript,  # type: ignore[arg-type]
+        tolerance=options.export_tolerance,
         check_inputs=[[second]],
     )
 
 
-def _tolerances(job: _Job) -> list[Any]:
-    from bioimageio.spec.model import v0_5
-
-    rep = job.options.reproducibility
-    return [
-        v0_5.ReproducibilityTolerance(
-            relative_tolerance=rep.rtol,
-            absolute_tolerance=output_atol(job.plain[t.id], rep),
-            mismatched_elements_per_million=rep.ppm,
-            output_ids=[t.id],
-        )
-        for t in job.info.outputs
-    ]
-
-
-def _save_plain_outputs(job: _Job) -> dict[str, Path]:
-    """The draft's test tensors: the raw crop and model(pre-processed crop), post-processed."""
-    import tifffile
-
-    np.save(job.path("test_input.npy"), job.test_input)
-    tifffile.imwrite(job.path("sample_input.tif"), squeezed(job.crop))
-    paths = {}
-    for t in job.info.outputs:
-        paths[t.id] = job.path(f"test_output_{t.id}.npy")
-        np.save(paths[t.id], job.plain[t.id])
-    # a cover of its own, or bioimageio.spec renders one into a temporary folder it never removes
-    first = job.info.outputs[0]
-    render_cover(job.path("draft_cover.png"), job.crop, job.tin.axes, job.plain[first.id][0], first.axes)
-    return paths
-
-
-def _describe(
-    job: _Job,
-    exported: ExportedWeights,
-    tolerances: list[Any],
-    test_outputs: Mapping[str, Path],
-    sample_outputs: Mapping[str, Path] | None = None,
-    **extra: Any,
-):
-    """The ``ModelDescr`` (a draft without ``extra``: tensors, weights and tolerances only)."""
-    from bioimageio.spec.model import v0_5
-
-    info, sample_outputs = job.info, sample_outputs or {}
-    extra.setdefault(
-        "config", v0_5.Config(bioimageio=v0_5.BioimageioConfig(reproducibility_tolerance=tolerances))
-    )
-    if not extra.get("covers"):
-        from bioimageio.spec.common import FileDescr
-
-        extra["covers"] = [FileDescr(source=job.path("draft_cover.png"))]
-    try:
-        return v0_5.ModelDescr(
-            name=info.name,
-            description=info.description,
-            authors=authors(info.authors),
-            cite=cite_entries(info.cite),
-            license=info.license,
-            tags=sorted({*info.tags, "emzoo", "electron-microscopy"}),
-            version=job.options.version,
-            inputs=[
-                D.input_descr(
-                    job.tin, info, job.geometry, job.path("test_input.npy"), job.path("sample_input.tif")
-                )
-            ],
-            outputs=[
-                D.output_descr(
-                    t, info, job.geometry, job.outs[i].shape, test_outputs[t.id], sample_outputs.get(t.id)
-                )
-                for i, t in enumerate(info.outputs)
-            ],
-            weights=D.weights_descr(exported, [v0_5.Author(name=a["name"]) for a in info.authors[:1]]),
-            **extra,
-        )
-    except PackagingError:
-        raise
-    except Exception as e:  # a pydantic ValidationError: name the fields
-        raise PackagingError(f"bioimageio.spec rejects the description: {D.short_error(e)}") from e
-
-
-def _save_draft(draft, folder: Path) -> Path:
-    from bioimageio.spec import save_bioimageio_package_as_folder
-
-    return Path(save_bioimageio_package_as_folder(draft, output_path=folder))
-
-
-def _runtime_test_outputs(
-    job: _Job, draft_dir: Path, tolerances: list[Any]
-) -> tuple[str, dict[str, Path], dict[str, Path]]:
-    """emzoo's runtime on the test input, every weight format, against the plain forward pass; the
-    first format's outputs become the test (``.npy``) and sample (``.tif``) outputs."""
-    import tifffile
-
-    from emzoo.runtime.package import open_model
-    from emzoo.runtime.predictor import Predictor
-
-    package = open_model(draft_dir, use_cache=False)
-    rep = job.options.reproducibility
-    runtime: dict[str, dict[str, np.ndarray]] = {}
-    for fmt in [f for f in RUNTIME_ORDER if f in job.formats]:
-        runtime[fmt] = Predictor(package, weight_format=fmt, device="cpu").run({job.tin.id: job.test_input})
-        for t, tol in zip(job.info.outputs, tolerances, strict=True):
-            got, want = runtime[fmt][t.id], job.plain[t.id]
-            ok, diff, bad = compare(got, want, rep, tol.absolute_tolerance)
-            if not ok:
-                raise PackagingError(
-                    f"emzoo's runtime ({fmt} weights) gives output {t.id!r} of shape {got.shape} with max "
-                    f"|difference| {diff:.3g} ({bad} elements beyond atol {tol.absolute_tolerance:g} + rtol "
-                    f"{tol.relative_tolerance:g}) from a plain forward pass of the pre-processed test input "
-                    f"{want.shape}: the package would fail its own test; check the processing steps and "
-                    "that the network keeps the input size"
-                )
-    reference = next(iter(runtime))
-    test_outputs, sample_outputs = {}, {}
-    for t in job.info.outputs:
-        test_outputs[t.id] = job.path(f"test_output_{t.id}.npy")
-        np.save(test_outputs[t.id], runtime[reference][t.id].astype(np.float32))
-        sample_outputs[t.id] = job.path(f"sample_output_{t.id}.tif")
-        tifffile.imwrite(sample_outputs[t.id], squeezed(runtime[reference][t.id][0]))
-    return reference, test_outputs, sample_outputs
-
-
-def _predict_fn(draft: Path, fmt: str, t: TensorInfo) -> PredictFn:
-    """``predict(image with the input's axes) -> {output id: array with the output's axes}``."""
-    from emzoo.runtime.predictor import Predictor
-
-    predictor = Predictor(draft, weight_format=fmt, device="cpu")
-
-    def predict(image: np.ndarray) -> dict[str, np.ndarray]:
-        outs = predictor.run({t.id: sample_in_input_axes(image, t)[None]})
-        return {k: v[0] for k, v in outs.items()}
-
-    return predict
-
-
-def _covers(job: _Job, predict: PredictFn) -> list[Path]:
+def _covers(job: Job, predict: PredictFn) -> list[Path]:
     """The packaged model on the whole sample, beside it."""
     whole = predict(job.raw)
     return [
@@ -445,9 +322,9 @@ def _statistics(
 
 
 def _write_cards(
-    job: _Job, file_name: str, stats: dict[str, Any], evaluation: dict[str, Any] | None, training: dict
+    job: Job, file_name: str, stats: dict[str, Any], evaluation: dict[str, Any] | None, training: dict
 ) -> None:
-    g, info, rep = job.geometry, job.info, job.options.reproducibility
+    g, info, rep = job.geometry, job.info, job.reproducibility
     facts = CardFacts(
         input_axes=axes_text(job.tin, g.min_size, g.step, g.halo),
         output_axes={
@@ -464,15 +341,15 @@ def _write_cards(
         training=training,
         tolerance=f"rtol {rep.rtol:g}, atol <= {rep.atol:g}",
         file_name=file_name,
-        preprocessing=ops_text(D.with_float32_end(job.tin.processing)),
-        postprocessing={t.id: ops_text(D.with_float32_end(t.processing)) for t in info.outputs},
+        preprocessing=ops_text(with_float32_end(job.tin.processing)),
+        postprocessing={t.id: ops_text(with_float32_end(t.processing)) for t in info.outputs},
     )
     job.path("README.md").write_text(render_card(info, facts), encoding="utf-8")
     job.path("training_data.md").write_text(data_card(info, stats), encoding="utf-8")
 
 
 def _emzoo_config(
-    job: _Job,
+    job: Job,
     exported: ExportedWeights,
     stats: dict[str, Any],
     evaluation: dict[str, Any] | None,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emzoo.train.usecase import PackagingInfo, TensorInfo
+from emzoo.packaging.info import PackagingInfo, TensorInfo
 
 
 @dataclass(frozen=True)

@@ -11,31 +11,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from emzoo.package.spec import Tolerance
 from emzoo.packaging.export import ExportedWeights, PackagingError
 from emzoo.packaging.geometry import Geometry
+from emzoo.packaging.info import PackagingInfo, TensorInfo, with_float32_end
 from emzoo.packaging.metadata import cite_entries, data_url, is_url, slug
-from emzoo.train.usecase import PackagingInfo, TensorInfo
 
-FLOAT32 = {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}
 METRIC_NAME_MAX = 16
-
-
-def with_float32_end(ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``ops`` ending in an explicit ``ensure_dtype float32``.
-
-    bioimageio.spec appends ``ensure_dtype(<declared data type>)`` to preprocessing that does not end
-    with ensure_dtype/binarize; declared ``uint8`` data would then wrap normalised values into 0..255.
-    """
-    out = [{"id": op["id"], "kwargs": dict(op.get("kwargs") or {})} for op in ops]
-    if not out or out[-1] != FLOAT32:
-        out.append(dict(FLOAT32))
-    return out
-
-
-def axis_ids(axes: str) -> tuple[str, ...]:
-    """Model axis ids (with batch) for ``TensorInfo.axes`` like ``"cyx"`` or ``"ci"``."""
-    names = {"c": "channel", "i": "index"}
-    return ("batch", *(names.get(a, a) for a in axes))
 
 
 def processing_descrs(ops: Sequence[Mapping[str, Any]], kind: str) -> list[Any]:
@@ -291,6 +273,22 @@ def training_details(training: Mapping[str, Any]):
             except (TypeError, ValueError):
                 del found[f]
     return v0_5.TrainingDetails(**found)
+
+
+def tolerance_descrs(tolerances: Sequence[Tolerance]) -> list[Any]:
+    """bioimageio.spec's ``reproducibility_tolerance`` entries of emzoo's tolerance records."""
+    from bioimageio.spec.model import v0_5
+
+    return [
+        v0_5.ReproducibilityTolerance(
+            relative_tolerance=t.rtol,
+            absolute_tolerance=t.atol,
+            mismatched_elements_per_million=t.mismatched_per_million,
+            output_ids=list(t.output_ids),
+            **({"weights_formats": list(t.weights_formats)} if t.weights_formats else {}),
+        )
+        for t in tolerances
+    ]
 
 
 def config_descr(

@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from emzoo.package.spec import SizeRule
 from emzoo.packaging.export import PackagingError, forward, import_torch
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,22 @@ class Geometry:
     halo: int  # 0 for networks without spatial outputs
     receptive_field: int | None  # measured radius; None when there are no spatial outputs
 
+    @property
+    def size_rule(self) -> SizeRule:
+        """The accepted sizes, ``min_size + k * step`` (what the package's input axes declare)."""
+        return SizeRule(min=self.min_size, step=self.step)
+
     def valid(self, n: int) -> int:
         """The largest accepted size <= n (at least ``min_size``)."""
-        if n <= self.min_size:
-            return self.min_size
-        return self.min_size + (n - self.min_size) // self.step * self.step
+        return self.size_rule.valid_below(n)
 
     def accepts(self, n: int) -> bool:
-        return n >= self.min_size and (n - self.min_size) % self.step == 0
+        return self.size_rule.accepts(n)
+
+
+def multiples(step: int) -> SizeRule:
+    """The positive multiples of ``step``."""
+    return SizeRule(min=step, step=step)
 
 
 def _runs(module, shape: tuple[int, ...], spatial_dims: Sequence[int], same_size: bool) -> bool:
@@ -80,11 +88,10 @@ def downsampling_step(
 
 def smallest_size(module, channels: int, spatial: int, step: int, *, at_least: int = 1) -> int:
     """The smallest multiple of ``step`` (>= ``at_least``) on which the network runs."""
-    size = max(step, math.ceil(at_least / step) * step)
-    for _ in range(64):
+    first = multiples(step).valid(at_least)
+    for size in range(first, first + 64 * step, step):
         if _runs(module, (1, channels, *([size] * spatial)), [], same_size=False):
             return size
-        size += step
     raise PackagingError(f"the network does not run on any input size from {at_least} px in steps of {step}")
 
 
@@ -132,8 +139,8 @@ def receptive_field_radius(module, channels: int, spatial: int, step: int, outpu
     perturbation would decay below any threshold (untrained or briefly trained weights).
     """
     sizes = PROBE_SIZES.get(spatial, PROBE_SIZES[3])
-    for size in sizes:
-        size = math.ceil(size / step) * step
+    for probe in sizes:
+        size = multiples(step).valid(probe)
         reach = _gradient_reach(module, (1, channels, *([size] * spatial)), step, outputs)
         if reach < size // 2 - step - 1:
             return reach
@@ -165,14 +172,14 @@ def measure(
         return Geometry(step, smallest_size(module, channels, spatial, step, at_least=8), 0, None)
     rf = receptive_field_radius(module, channels, spatial, step, spatial_outputs)
     if halo is None:
-        halo = max(step, math.ceil(rf / step) * step)
+        halo = multiples(step).valid(rf)
     elif halo < rf:
         log.warning(
             "halo=%d px is smaller than the measured receptive-field radius %d px: tiled predictions may "
             "show seams (halo=%d would avoid them)",
             halo,
             rf,
-            math.ceil(rf / step) * step,
+            multiples(step).valid(rf),
         )
-    min_size = 2 * halo + step - (2 * halo) % step  # a multiple of step above 2 * halo
+    min_size = multiples(step).valid(2 * halo + 1)  # the smallest multiple of step above 2 * halo
     return Geometry(step, min_size, halo, rf)

@@ -13,7 +13,7 @@ import typing
 from typing import Any
 
 from emzoo.packaging.export import PackagingError
-from emzoo.train.usecase import PackagingInfo, TensorInfo
+from emzoo.packaging.info import PackagingInfo, TensorInfo
 
 log = logging.getLogger(__name__)
 

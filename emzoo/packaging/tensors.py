@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emzoo.package.spec import Tolerance
 from emzoo.packaging.export import PackagingError
 from emzoo.packaging.geometry import Geometry
-from emzoo.train.usecase import PackagingInfo, TensorInfo
-
-
-@dataclass(frozen=True)
-class ReproducibilityTolerance:
-    """What the package promises: ``|out - test| <= atol + rtol * |test|`` for all but ``ppm`` per million."""
-
-    rtol: float = 1e-3
-    atol: float = 1e-4
-    ppm: int = 100
+from emzoo.packaging.info import PackagingInfo, TensorInfo
 
 
 def intensity_stats(images: Iterable[np.ndarray], *, source: str, max_pixels: int = 1_000_000) -> dict:
@@ -104,17 +95,7 @@ def crop_for_test(arr: np.ndarray, t: TensorInfo, geometry: Geometry, test_size:
     return arr[tuple(index)]
 
 
-def compare(actual: np.ndarray, expected: np.ndarray, tol: ReproducibilityTolerance, atol: float) -> tuple:
-    """``(ok, max |diff|, mismatched elements)`` under bioimage.io's rule."""
-    if actual.shape != expected.shape:
-        return False, float("inf"), expected.size
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    mismatched = int(np.count_nonzero(diff > atol + tol.rtol * np.abs(expected)))
-    ok = mismatched / max(expected.size, 1) * 1e6 <= tol.ppm
-    return ok, float(diff.max(initial=0.0)), mismatched
-
-
-def output_atol(test_output: np.ndarray, tol: ReproducibilityTolerance) -> float:
+def output_atol(test_output: np.ndarray, tol: Tolerance) -> float:
     """bioimageio.spec requires atol <= 1% of the test output's maximum; a margin below that limit
     keeps float noise between this output and the one the spec checks from tipping it over."""
     top = float(np.max(test_output))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emzoo.errors import InputError
-from emzoo.runtime.spec import TensorSpec
+from emzoo.package.spec import TensorSpec
 
 _LETTERS = {"x": "x", "y": "y", "z": "z", "t": "t", "time": "t"}
 _NAMES = {"z": "z", "y": "y", "x": "x", "c": "channel", "t": "time"}
@@ -128,7 +128,7 @@ def input_layout(data, image_axes: str, tensor: TensorSpec) -> Layout:
         if shape[dim] == 1 or letter == "c":
             take[dim] = 0
             continue
-        hint = " (run it slice by slice with --slices)" if letter == "z" else ""
+        hint = " (run it slice by slice with {slices=True})" if letter == "z" else ""
         raise InputError(
             f"the input has {len(shape)} dimensions ({have}) but the model takes "
             f"{sum(a.is_spatial for a in tensor.axes)}D images ({want}){hint}"

@@ -6,103 +6,38 @@ The :class:`Predictor` loads the weights once and is reused for every image of a
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from emzoo.errors import InputError, UsageError
 from emzoo.io.meta import Image, ImageMeta
+from emzoo.package.load import ModelPackage, open_model
+from emzoo.package.spec import TensorSpec
 from emzoo.runtime import processing
 from emzoo.runtime.backends import Backend, choose_weights, load_backend
 from emzoo.runtime.layout import apply_layout, input_layout, output_axes
-from emzoo.runtime.package import ModelPackage, open_model
-from emzoo.runtime.receptive_field import ProbeSetup, cached_radius, probe_radius
-from emzoo.runtime.spec import Axis, ModelSpec, TensorSpec
-from emzoo.runtime.tiling import (
-    AxisRule,
-    AxisTiling,
-    OutputAxisMap,
-    Stitcher,
-    choose_block,
-    iter_tiles,
-    mirror_pad,
-    plan_axis,
-    read_block,
+from emzoo.runtime.planning import (
+    GridAxis,
+    OutputPlan,
+    Plan,
+    axis_rule,
+    needs_receptive_field,
+    plan_tiles,
+    tile_grid,
 )
+from emzoo.runtime.receptive_field import ProbeSetup, cached_radius, probe_radius
+from emzoo.runtime.settings import DeviceSpec, TileSettings
+from emzoo.runtime.tiling import Stitcher, iter_tiles, mirror_pad, read_block
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
-# largest block edge chosen automatically: 512-1024 px tiles beat whole-image calls on CPU; for the
-# membrane U-Net on 4096² (2 cores) 768 px took 7.6 s / 0.43 GB peak RSS, 1024 px 8.3 s / 0.62 GB,
-# 512 px 9.2 s / 0.38 GB
-MAX_BLOCK = {("cpu", 2): 768, ("cpu", 3): 128, ("cuda", 2): 2048, ("cuda", 3): 256}
 PROBE_SIZE = {2: (256, 512), 3: (64, 128)}
-RF_MARGIN = 2
 
-
-@dataclass(frozen=True)
-class TileSettings:
-    """User overrides; None means: chosen automatically."""
-
-    tile: tuple[int, ...] | None = None  # block (model input) size per tiled axis
-    halo: int | None = None  # input pixels of context kept on each interior side
-    blend: int | None = None  # overlap (pixels) mixed with linear ramps
-    batch_size: int | None = None
-
-
-@dataclass(frozen=True)
-class GridAxis:
-    """An axis that all inputs share and that is cut into blocks."""
-
-    id: str
-    length: int
-    rule: AxisRule
-    input_dims: tuple[int, ...]  # its position in each input
-
-
-@dataclass(frozen=True)
-class OutputPlan:
-    dims: tuple[int, ...]  # the output dim of each grid axis
-    maps: tuple[OutputAxisMap, ...]
-    halos: tuple[int, ...]  # declared halo, in output pixels
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything decided before the first block runs (shown by ``emzoo predict --verbose``)."""
-
-    grid: tuple[GridAxis, ...]
-    axes: tuple[AxisTiling, ...]
-    outputs: dict[str, OutputPlan]
-    receptive_field: tuple[int | None, ...]
-    batch_size: int
-    aligns: tuple[int, ...] = ()  # block starts are multiples of these (pooling + output scale)
-
-    @property
-    def n_tiles(self) -> int:
-        return math.prod(a.n_blocks for a in self.axes)
-
-
-def _rule(spec: ModelSpec, tensor: TensorSpec, axis: Axis) -> AxisRule:
-    if axis.ref is not None:
-        try:
-            ref_tensor = spec.input(axis.ref.tensor)
-        except KeyError:
-            return AxisRule(min=1, step=1)
-        return _rule(spec, ref_tensor, ref_tensor.axis(axis.ref.axis))
-    if axis.size is not None:
-        return AxisRule(fixed=axis.size)
-    if axis.min is not None:
-        return AxisRule(min=axis.min, step=axis.step)
-    return AxisRule(min=1, step=1)
-
-
-def _ceil_div(a: float, b: float) -> int:
-    return math.ceil(a / b - 1e-9)
+__all__ = ["Plan", "Predictor", "predict"]
 
 
 class Predictor:
@@ -120,13 +55,14 @@ class Predictor:
         model: ModelPackage | str | Path,
         *,
         weight_format: str | None = None,
-        device: str = "auto",
+        device: str | DeviceSpec = "auto",
         settings: TileSettings | None = None,
     ):
+        self.requested_device = DeviceSpec.parse(device)
         self.package = model if isinstance(model, ModelPackage) else open_model(model)
         self.spec = self.package.spec
         self.weights = choose_weights(self.package, weight_format)
-        self.backend: Backend = load_backend(self.package, self.weights, device)
+        self.backend: Backend = load_backend(self.package, self.weights, self.requested_device)
         self.settings = settings or TileSettings()
         self.last_plan: Plan | None = None
 
@@ -159,9 +95,10 @@ class Predictor:
                 )
         outputs = self.run(arrays, progress=progress)
         reference = images[self.spec.inputs[0].id].meta
-        return {tid: self._to_image(self.spec.output(tid), data, reference) for tid, data in outputs.items()}
+        return {tid: self.to_image(self.spec.output(tid), data, reference) for tid, data in outputs.items()}
 
-    def _to_image(self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta) -> Image:
+    def to_image(self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta) -> Image:
+        """One output tensor (model axes, batch of one) as an image with ``reference``'s calibration."""
         letters, _ = output_axes(tensor)
         take = tuple(0 if a.type == "batch" else slice(None) for a in tensor.axes)
         arr = data[take]
@@ -226,154 +163,27 @@ class Predictor:
 
     # -- planning --------------------------------------------------------------------------------
 
-    def _grid(
-        self, inputs: Mapping[str, object]
-    ) -> tuple[tuple[GridAxis, ...], dict[str, OutputPlan]] | None:
-        """The shared tiled axes and how each output follows them; None if the model cannot be tiled."""
-        spec = self.spec
-        first = spec.inputs[0]
-        shape0 = inputs[first.id].shape
-        grid = []
-        for axis in first.spatial_axes:
-            dims, length = [], shape0[first.axis_ids.index(axis.id)]
-            for t in spec.inputs:
-                if t.id not in inputs:
-                    continue
-                if axis.id not in t.axis_ids or inputs[t.id].shape[t.axis_ids.index(axis.id)] != length:
-                    return None
-                dims.append(t.axis_ids.index(axis.id))
-            grid.append(GridAxis(axis.id, int(length), _rule(spec, first, axis), tuple(dims)))
-        ids = [g.id for g in grid]
-        outputs = {}
-        for t in spec.outputs:
-            dims, maps, halos = [None] * len(grid), [None] * len(grid), [0] * len(grid)
-            for d, axis in enumerate(t.axes):
-                if axis.is_spatial:
-                    if axis.ref is None or axis.ref.axis not in ids or axis.ref.tensor not in inputs:
-                        return None
-                    k = ids.index(axis.ref.axis)
-                    ref_axis = spec.tensor(axis.ref.tensor).axis(axis.ref.axis)
-                    dims[k] = d
-                    maps[k] = OutputAxisMap(ref_axis.scale / axis.scale, axis.ref.offset)
-                    halos[k] = axis.halo
-                elif axis.type not in ("batch", "channel") and axis.size is None:
-                    return None
-            if None in dims:
-                return None
-            outputs[t.id] = OutputPlan(tuple(dims), tuple(maps), tuple(halos))
-        return tuple(grid), outputs
-
     def plan(self, inputs: Mapping[str, object]) -> Plan | None:
         """Block size, halo and blending per axis; None when the outputs cannot be tiled."""
-        found = self._grid(inputs)
+        found = tile_grid(self.spec, {tid: tuple(x.shape) for tid, x in inputs.items()})
         if found is None:
             return None
         grid, outputs = found
-        s = self.settings
-        ndim = len(grid)
-        if s.tile is not None and len(s.tile) not in (1, ndim):
-            raise UsageError(f"--tile takes 1 or {ndim} sizes for this model, got {len(s.tile)}")
-        max_block = MAX_BLOCK.get((self.device, ndim), MAX_BLOCK[(self.device, 2)] if ndim < 2 else 96)
-        pads, declared, aligns = [], [], []
-        for k, g in enumerate(grid):
-            ms = [o.maps[k] for o in outputs.values()]
-            hs = [o.halos[k] for o in outputs.values()]
-            pads.append(max((_ceil_div(max(0, -m.offset) / 2, m.ratio) for m in ms), default=0))
-            declared.append(
-                max(
-                    (_ceil_div(h + max(0, -m.offset) / 2, m.ratio) for m, h in zip(ms, hs, strict=True)),
-                    default=0,
-                )
-            )
-            align = g.rule.natural_alignment()
-            for m in ms:  # block starts must map to whole output pixels
-                align = math.lcm(align, _ceil_div(1, _fraction_step(m.ratio)))
-            aligns.append(align)
-
-        def blocks(halos: list[int], blends: list[int]) -> list[int]:
-            if s.tile is not None:
-                sizes = list(s.tile) * (ndim if len(s.tile) == 1 else 1)
-                return [self._accepted_tile(g, n) for g, n in zip(grid, sizes, strict=True)]
-            return [
-                choose_block(g.length, g.rule, h, align=a, max_block=max_block, blend=b, pad_before=p)
-                for g, h, a, b, p in zip(grid, halos, aligns, blends, pads, strict=True)
-            ]
-
-        zero = [0] * ndim
-        base = blocks(declared, zero)
-        single = all(g.length + 2 * p <= n for g, n, p in zip(grid, base, pads, strict=True))
-        rf: list[int | None] = [None] * ndim
-        if not single and (s.halo is None or s.blend is None):
-            rf = self._receptive_field(grid, outputs)
-        want = [
-            max(s.halo, p) if s.halo is not None else d if r is None else max(d, r + RF_MARGIN + p)
-            for d, r, p in zip(declared, rf, pads, strict=True)
-        ]
-        sizes = base if single else blocks(want, zero)
-        halos, blends = [], []
-        for k in range(ndim):
-            n, a = sizes[k], aligns[k]
-            h = declared[k] if single else want[k]
-            if not single and s.halo is None:  # keep at least half of a fixed/given block as stride
-                h = min(h, max(declared[k], (n - max(n // 2, a)) // 2))
-            room = max(0, (n - 2 * h - a) // 2)  # blend that still leaves one alignment step of stride
-            if single:
-                b = 0
-            elif s.blend is not None:
-                b = s.blend
-            elif rf[k] is None:
-                b = min(room, n // 8)  # unknown or global receptive field: feather the seams
-            else:
-                b = max(0, min(rf[k] + pads[k] - h, room))
-            halos.append(h)
-            blends.append(b)
-        if any(blends) and s.tile is None and not single:
-            sizes = blocks(halos, blends)
-        try:
-            axes = tuple(
-                plan_axis(g.length, n, h, align=a, blend=b, pad_before=p)
-                for g, n, h, a, b, p in zip(grid, sizes, halos, aligns, blends, pads, strict=True)
-            )
-        except ValueError as e:
-            raise UsageError(f"cannot tile this image: {e}") from None
-        if any(blends) and s.blend is None:
-            log.warning(
-                "blocks of %s px cannot hold the receptive field (%s px) with a halo: tiles are blended "
-                "over %s px, so results near seams may differ slightly from a whole-image run",
-                sizes,
-                rf,
-                blends,
-            )
-        batch = s.batch_size or (4 if self.device == "cuda" else 1)
+        rf = None
+        if needs_receptive_field(grid, outputs, self.settings, device=self.device):
+            rf = self.receptive_field(grid, outputs)
         batch_axis = next((a for a in self.spec.inputs[0].axes if a.type == "batch"), None)
-        if batch_axis is None or batch_axis.size == 1:
-            batch = 1
-        plan = Plan(grid, axes, outputs, tuple(rf), batch, tuple(aligns))
-        log.info(
-            "tiling: %d blocks of %s px (image %s), halo %s, blend %s, receptive field %s, batch %d",
-            plan.n_tiles,
-            [a.block for a in axes],
-            [g.length for g in grid],
-            halos,
-            blends,
-            rf,
-            batch,
-        )
-        return plan
-
-    def _accepted_tile(self, g: GridAxis, n: int) -> int:
-        if g.rule.accepts(n):
-            return n
-        valid = g.rule.valid(n)
-        if g.rule.fixed is not None:
-            raise UsageError(f"--tile {n}: this model takes exactly {g.rule.fixed} px along {g.id}")
-        raise UsageError(
-            f"--tile {n}: the model takes {g.rule.min}+{g.rule.step}k px along {g.id}; use {valid}"
+        return plan_tiles(
+            grid,
+            outputs,
+            self.settings,
+            device=self.device,
+            receptive_field=rf,
+            batchable=batch_axis is not None and batch_axis.size != 1,
         )
 
-    def _receptive_field(
-        self, grid: tuple[GridAxis, ...], outputs: dict[str, OutputPlan]
-    ) -> list[int | None]:
+    def receptive_field(self, grid: tuple[GridAxis, ...], outputs: dict[str, OutputPlan]) -> list[int | None]:
+        """The model's receptive-field radius per grid axis, probed once per weights (cached)."""
         ndim = len(grid)
         sizes_options = PROBE_SIZE.get(ndim, PROBE_SIZE[3])
         result: list[int | None] = [None] * ndim
@@ -469,7 +279,7 @@ class Predictor:
                     continue
                 n = int(data.shape[d])
                 lengths[(t.id, axis.id)] = n
-                rule = _rule(spec, t, axis)
+                rule = axis_rule(spec, t, axis)
                 target = rule.valid(n) if rule.fixed is None or n <= rule.fixed else None
                 if target is None:
                     raise InputError(
@@ -492,14 +302,6 @@ class Predictor:
                     index[d] = slice(0, round(n * ref_axis.scale / axis.scale + axis.ref.offset))
             outputs[t.id] = _postprocess_whole(t, np.asarray(data[tuple(index)], dtype=np.float32))
         return outputs
-
-
-def _fraction_step(ratio: float) -> float:
-    """The smallest input step that maps to a whole number of output pixels (for ratios like 1/2)."""
-    for k in range(1, 65):
-        if abs(ratio * k - round(ratio * k)) < 1e-9:
-            return 1 / k
-    raise InputError(f"output scale ratio {ratio} cannot be tiled")
 
 
 def _batch_dim(t: TensorSpec) -> int | None:

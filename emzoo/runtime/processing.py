@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax as _softmax
 
-from emzoo.runtime.spec import Op
+from emzoo.package.spec import Op
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 Stats = tuple  # the statistics one op needs, as plain numpy arrays (see :func:`bind`'s ``memo``)

@@ -24,49 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emzoo.package.spec import SizeRule
+
 CALL_OVERHEAD_PX = 64  # per-block cost of a model call, in pixels along one axis
-
-
-@dataclass(frozen=True)
-class AxisRule:
-    """The sizes one input axis accepts: ``fixed``, or ``min + k * step``."""
-
-    fixed: int | None = None
-    min: int | None = None
-    step: int | None = None
-
-    def valid(self, n: int) -> int:
-        """The smallest accepted size >= n."""
-        if self.fixed is not None:
-            return self.fixed
-        lo, step = self.min or 1, self.step or 0
-        if n <= lo or step == 0:
-            return lo
-        return lo + math.ceil((n - lo) / step) * step
-
-    def accepts(self, n: int) -> bool:
-        if self.fixed is not None:
-            return n == self.fixed
-        lo, step = self.min or 1, self.step or 0
-        return n == lo if step == 0 else n >= lo and (n - lo) % step == 0
-
-    def candidates(self, lo: int, hi: int) -> list[int]:
-        """Accepted sizes in [lo, hi] (at least the smallest accepted size >= lo)."""
-        if self.fixed is not None:
-            return [self.fixed]
-        first = self.valid(lo)
-        step = self.step or 0
-        if step == 0:
-            return [first]
-        return list(range(first, max(hi, first) + 1, step))
-
-    def natural_alignment(self) -> int:
-        """The spacing of block starts that keeps pooling windows aligned."""
-        if self.fixed is not None:
-            return min(self.fixed & -self.fixed, 32)  # largest power of two dividing it, capped
-        if self.step:
-            return self.step if (self.min or 0) % self.step == 0 else math.gcd(self.step, self.min or 0) or 1
-        return 1
 
 
 @dataclass(frozen=True)
@@ -139,7 +99,7 @@ def plan_axis(
 
 def choose_block(
     length: int,
-    rule: AxisRule,
+    rule: SizeRule,
     halo: int,
     *,
     align: int,

@@ -9,7 +9,7 @@ import numpy as np
 
 from emzoo.errors import InputError, UsageError
 from emzoo.io import expand_inputs, read_image
-from emzoo.runtime.package import open_model
+from emzoo.package.load import open_model
 from emzoo.runtime.predictor import Predictor
 
 
@@ -58,8 +58,8 @@ def evaluate_folders(
     name = usecase or spec.emzoo.get("usecase")
     if not name:
         raise UsageError(
-            f"{model} does not name the use case it was trained for; give it with --usecase NAME "
-            "(emzoo train --list shows them)"
+            f"{model} does not name the use case it was trained for; give it with {{usecase=NAME}} "
+            "(`emzoo train --list` shows them)"
         )
     uc = get_usecase(name)
     if not Path(labels).is_dir():

@@ -19,7 +19,7 @@ from emzoo.errors import UsageError
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, parse_value, resolve_params, split_assignment
 from emzoo.train.run import LATEST, check_trainer_params
-from emzoo.train.runlog import write_csv
+from emzoo.train.runfiles import write_csv
 from emzoo.train.usecase import UseCase
 
 SUMMARY = "grid_summary.csv"
@@ -31,15 +31,15 @@ def parse_grid(items: Iterable[str], defaults: Mapping[str, Any]) -> dict[str, l
     for item in items:
         name, text = split_assignment(item)
         if name not in defaults:
-            raise UsageError(f"--grid: unknown parameter {name!r} (known: {', '.join(sorted(defaults))})")
+            raise UsageError(f"{{grid}}: unknown parameter {name!r} (known: {', '.join(sorted(defaults))})")
         if name in grid:
-            raise UsageError(f"--grid: {name} is given twice")
+            raise UsageError(f"{{grid}}: {name} is given twice")
         values = [parse_value(name, v, defaults[name]) for v in text.split(",") if v.strip()]
         if not values:
-            raise UsageError(f"--grid {item!r}: give the values separated by commas (e.g. {name}=1,2)")
+            raise UsageError(f"{{grid}} {item!r}: give the values separated by commas (e.g. {name}=1,2)")
         grid[name] = values
     if not grid:
-        raise UsageError("--grid needs at least one KEY=V1,V2,... ")
+        raise UsageError("{grid} needs at least one KEY=V1,V2,... ")
     return grid
 
 
@@ -80,7 +80,7 @@ def grid_search(
     fixed = resolve_params(defaults, overrides)
     clash = sorted(set(grid) & {k for k, v in fixed.items() if v != values[k]})
     if clash:
-        raise UsageError(f"{', '.join(clash)} cannot be both set (--set) and searched (--grid)")
+        raise UsageError(f"{', '.join(clash)} cannot be both set ({{overrides}}) and searched ({{grid}})")
     combinations = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     for combo in combinations:  # every combination checked before the first one trains
         params = {**fixed, **combo, **({"epochs": epochs} if epochs else {})}

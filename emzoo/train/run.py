@@ -1,9 +1,11 @@
-"""Setting up a run before any training: parameters, resume checks, data checks, the run folder.
+"""The run folder: setting up a run before any training (parameters, resume checks, data checks) and
+packaging a finished one (:func:`package_run`).
 
-Everything a user can get wrong is checked here and raised as one :class:`~emzoo.errors.UsageError`
-or :class:`~emzoo.errors.InputError` line, before a model is built.
+Everything a user can get wrong before training is checked here and raised as one
+:class:`~emzoo.errors.UsageError` or :class:`~emzoo.errors.InputError` line, before a model is built;
+a run folder that cannot be packaged raises :class:`~emzoo.packaging.export.PackagingError`.
 
-Run folder layout (read by the packager)::
+Run folder layout (read by :func:`package_run`)::
 
     RUN_DIR/config.json        use case, params, split (file names), seed, versions, times, device
     RUN_DIR/weights/best.pt    state dict of the best epoch (torch.load(..., weights_only=True))
@@ -16,19 +18,30 @@ Run folder layout (read by the packager)::
 
 from __future__ import annotations
 
+import json
+import logging
 import platform
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emzoo import __version__
+import numpy as np
+
 from emzoo.errors import InputError, UsageError
+from emzoo.packaging.export import PackagingError
+from emzoo.packaging.tensors import intensity_stats
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, parse_value, resolve_params, split_assignment
-from emzoo.train.runlog import read_json
+from emzoo.train.runfiles import read_json
 from emzoo.train.usecase import UseCase
+from emzoo.version import __version__
+
+if TYPE_CHECKING:
+    from emzoo.packaging.build import BuildOptions
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 LATEST = Path("weights") / "latest.pt"
@@ -95,12 +108,12 @@ def prepare_run(
     run_dir = Path(run_dir)
     overrides = overrides if isinstance(overrides, Mapping) else list(overrides)
     if epochs is not None and epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, not {epochs}")
+        raise UsageError(f"{{epochs}} must be >= 1, not {epochs}")
     if resume:
         if not (run_dir / CONFIG).is_file() or not (run_dir / LATEST).is_file():
             raise UsageError(
                 f"{run_dir}: nothing to resume (no completed epoch: needs {CONFIG} and {LATEST}); "
-                f"start it without --resume"
+                "start it without {resume=True}"
             )
         config = read_json(run_dir / CONFIG)
         if config.get("use_case") != uc.name:
@@ -109,8 +122,9 @@ def prepare_run(
         changed = _changed_on_resume(params, overrides)
         if changed:
             raise UsageError(
-                f"--resume continues a run with its own parameters; cannot change {', '.join(changed)} "
-                f"(start a new run with another --out instead)"
+                f"{{resume=True}} continues a run with its own parameters; cannot change "
+                f"{', '.join(changed)} "
+                "(start a new run with another {run_dir} instead)"
             )
         if epochs is not None:
             params["epochs"] = epochs
@@ -119,10 +133,11 @@ def prepare_run(
     else:
         if (run_dir / LATEST).exists():  # a run without any completed epoch is simply started again
             raise UsageError(
-                f"{run_dir} already holds a run; add --resume to continue it or choose another --out"
+                f"{run_dir} already holds a run; add {{resume=True}} to continue it or choose another "
+                "{run_dir}"
             )
         if data_dir is None:
-            raise UsageError("--data is required: the folder with the training images and labels")
+            raise UsageError("{data_dir} is required: the folder with the training images and labels")
         if uc.params_file is None:
             raise UsageError(f"use case {uc.name!r} declares no params_file")
         params = resolve_params(load_param_file(uc.params_file), overrides)
@@ -159,3 +174,187 @@ def prepare_run(
         main_metric={"name": uc.main_metric[0], "mode": uc.main_metric[1]},
     )
     return RunSetup(uc, run_dir, data_dir, params, split, config, resume)
+
+
+# -- packaging a finished run ------------------------------------------------------------------------
+
+IMAGE_FOLDERS = ("image", "images", "img", "imgs", "raw", "input", "inputs")
+
+
+def _read_checked_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise PackagingError(f"{path.parent} is not a training run folder: it has no {path.name} ({what})")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise PackagingError(
+            f"{path} is not valid JSON ({e}); was the run interrupted while writing it?"
+        ) from e
+    if not isinstance(value, dict):
+        raise PackagingError(f"{path} does not hold a JSON object")
+    return value
+
+
+def _raw_training_images(usecase: UseCase, data_dir: Path, config: Mapping[str, Any]) -> list[np.ndarray]:
+    """Raw training images: the use case's ``training_images``, else (when it does not implement it)
+    the files named in the run's training split, found in an image folder under ``data_dir``."""
+    try:
+        return list(usecase.training_images(data_dir, dict(config.get("params", {}))))
+    except NotImplementedError:
+        return list(_split_images(data_dir, config))
+
+
+def _split_images(data_dir: Path, config: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    from emzoo.io import read_image
+
+    names = list((config.get("split") or {}).get("train", []))
+    if not names:
+        return
+    for name in names:
+        found = [
+            p
+            for p in sorted(data_dir.rglob(Path(name).name))
+            if p.is_file() and p.parent.name.lower() in IMAGE_FOLDERS
+        ]
+        if len(found) != 1:
+            log.warning(
+                "training image %s: %d candidates under %s; statistics skip it", name, len(found), data_dir
+            )
+            continue
+        yield np.asarray(read_image(found[0]).data)
+
+
+def training_statistics(usecase: UseCase, data_dir: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Intensity statistics of the run's raw training images (None when they cannot be found)."""
+    for key in ("data_stats", "intensity_stats"):
+        if isinstance(config.get(key), Mapping):
+            return dict(config[key])
+    try:
+        images = _raw_training_images(usecase, data_dir, config)
+    except Exception as e:  # a use case hook or an unreadable file: fall back to the sample
+        log.warning("cannot read the training images for intensity statistics (%s)", e)
+        return None
+    if not images:
+        return None
+    return intensity_stats(images, source=f"the {len(images)} raw training images of the run's split")
+
+
+def _training_settings(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(config.get("params", {}))
+    split = config.get("split") or {}
+    if split:
+        out["split (images)"] = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+    if metrics.get("epoch") is not None:
+        out["best epoch"] = metrics["epoch"]
+    main = (metrics.get("main_metric") or config.get("main_metric") or {}).get("name")
+    if main and main in metrics.get("metrics", {}):
+        out[f"validation {main}"] = metrics["metrics"][main]
+    for key in ("device", "torch_version", "seed"):
+        if config.get(key) is not None and key not in out:
+            out[key] = config[key]
+    return out
+
+
+def _shown_path(path: Path) -> str:
+    """Paths as a reader of the repository writes them (``../shared/data/...`` for the shared data)."""
+    parts = Path(path).resolve().parts
+    for i in range(len(parts) - 1):
+        if parts[i : i + 2] == ("shared", "data"):
+            return str(Path("..", *parts[i:]))
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Mapping[str, Any]) -> str:
+    return (
+        "From the repository root (the training data beside it in `../shared/data`), with "
+        "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
+        f"emzoo train {name} --data {_shown_path(data)} --out {_shown_path(run)}\n"
+        f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}\n```\n\n"
+        "The parameters are the use case's `params.yaml` defaults, listed under Training settings "
+        f"(change one with `--set name=value`); the split is fixed and the seed is "
+        f"{config.get('params', {}).get('seed', '?')}. This run used the {config.get('device', '?')}."
+    )
+
+
+def package_run(
+    run_dir: str | Path,
+    output: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    options: BuildOptions | None = None,
+    usecase: UseCase | None = None,
+) -> Path:
+    """Package the best weights of a training run (see the module docstring); returns ``output``.
+
+    ``data_dir`` overrides the data folder recorded in ``config.json`` (needed for the evaluation on
+    the test split, the sample image and the training statistics); ``usecase`` skips the registry.
+
+    Examples
+    --------
+    >>> package_run("runs/membranes", "zoo_models/em-membrane-unet2d")  # doctest: +SKIP
+    """
+    import torch
+
+    from emzoo.packaging.build import package_module
+
+    run = Path(run_dir)
+    config = _read_checked_json(run / "config.json", "emzoo train writes it")
+    metrics = (
+        _read_checked_json(run / "metrics.json", "the best validation metrics")
+        if (run / "metrics.json").is_file()
+        else {}
+    )
+    name = config.get("use_case") or config.get("usecase")
+    if not name:
+        raise PackagingError(f"{run / 'config.json'} names no use case ('use_case')")
+    weights = run / "weights" / "best.pt"
+    if not weights.is_file():
+        raise PackagingError(f"{run} has no weights/best.pt: the run saved no best model yet (train longer)")
+    if config.get("status") not in (None, "finished", "early_stopped"):
+        log.warning("the run's status is %r: packaging its best weights so far", config.get("status"))
+    data = Path(data_dir) if data_dir is not None else Path(config.get("data_dir") or "")
+    if not str(data) or not data.is_dir():
+        raise PackagingError(
+            f"the run's data folder {str(data)!r} does not exist here: pass the data with {{data_dir=DIR}} "
+            "(the test split is evaluated through the package)"
+        )
+    usecase = usecase or get_usecase(name)
+    params = dict(config.get("params", {}))
+    module = usecase.build_model(params)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as e:
+        raise PackagingError(
+            f"{weights} does not fit the network built from the run's parameters ({type(e).__name__}: "
+            f"{str(e).splitlines()[0]}); was config.json edited after training?"
+        ) from e
+    stats = training_statistics(usecase, data, config)
+    info = usecase.packaging(params)
+    sections = {
+        **info.extra_card_sections,
+        "Reproduce this model": _reproduce(name, data, run, output, config),
+    }
+    return package_module(
+        module,
+        replace(info, extra_card_sections=sections),
+        usecase.sample_input(data),
+        output,
+        architecture=usecase.architecture(params),
+        evaluate=lambda predict: usecase.evaluate(predict, data, params),
+        training_stats=stats,
+        training=_training_settings(config, metrics),
+        extra_config={
+            "usecase": name,
+            "params": params,
+            "split": config.get("split") or {},
+            "validation": {
+                k: metrics[k] for k in ("epoch", "dataset_role", "sample_count", "metrics") if k in metrics
+            },
+            **usecase.package_config(params),
+        },
+        options=options,
+    )

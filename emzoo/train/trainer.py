@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from emzoo.errors import EmzooError, UsageError
-from emzoo.train import checkpoint, plots
+from emzoo.train import plots, runfiles
 from emzoo.train.run import BEST, CONFIG, LATEST, LOG, METRICS, RunSetup, now, prepare_run
-from emzoo.train.runlog import write_csv, write_json
+from emzoo.train.runfiles import write_csv, write_json
 from emzoo.train.usecase import UseCase
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     except RuntimeError:
         raise UsageError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise UsageError("device 'cuda' was asked for but torch sees no CUDA GPU; use {device=cpu}")
     return dev
 
 
@@ -110,10 +110,10 @@ class _Trainer:
     # -- resume --------------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        state = checkpoint.load_checkpoint(self.dir / LATEST)  # on CPU: RNG states must stay there
+        state = runfiles.load_checkpoint(self.dir / LATEST)  # on CPU: RNG states must stay there
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"])
+        runfiles.set_rng_state(state["rng"])
         self.epoch = self.completed = int(state["epoch"])
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.best_metrics = dict(state["best_metrics"])
@@ -154,7 +154,7 @@ class _Trainer:
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the training loss became {loss.item()} in epoch {self.epoch}; "
-                    f"try a smaller learning rate (--set lr=...)"
+                    "try a smaller learning rate ({overrides=lr=...})"
                 )
             loss.backward()
             self.optimizer.step()
@@ -199,7 +199,7 @@ class _Trainer:
         self.rows.append(row)
         if improved:
             self.best, self.best_epoch, self.best_metrics, self.bad_epochs = value, self.epoch, metrics, 0
-            checkpoint.save_weights(self.model, self.dir / BEST)
+            runfiles.save_weights(self.model, self.dir / BEST)
             for name, image, target, prediction in samples:
                 plots.plot_sample(image, target, prediction, self.dir / "samples" / f"{Path(name).stem}.png")
             write_json(
@@ -220,9 +220,9 @@ class _Trainer:
         plots.plot_loss(self.rows, self.dir / "plots" / "loss.png")
         names = [k for k in metrics if k != "loss"]
         plots.plot_metrics(self.rows, names, self.dir / "plots" / "metrics.png", best_epoch=self.best_epoch)
-        checkpoint.save_checkpoint(  # last: the epoch counts as completed once this file is written
+        runfiles.save_checkpoint(  # last: the epoch counts as completed once this file is written
             self.dir / LATEST,
-            model=checkpoint.cpu_state_dict(self.model),
+            model=runfiles.cpu_state_dict(self.model),
             optimizer=self.optimizer.state_dict(),
             epoch=self.epoch,
             best=self.best,
@@ -231,7 +231,7 @@ class _Trainer:
             bad_epochs=self.bad_epochs,
             stopped_early=self.stopped_early,
             log=self.rows,
-            rng=checkpoint.rng_state(),
+            rng=runfiles.rng_state(),
             params=self.p,
         )
         self.completed = self.epoch
@@ -297,7 +297,7 @@ def train(
             why = (
                 "it stopped early (no improvement for `patience` epochs)"
                 if trainer.stopped_early
-                else f"all {trainer.epoch} epochs are done (give a larger --epochs to go on)"
+                else f"all {trainer.epoch} epochs are done (give a larger {epochs} to go on)"
             )
             log.warning("%s: nothing to resume, %s", run_dir, why)
             status = "early_stopped" if trainer.stopped_early else "finished"

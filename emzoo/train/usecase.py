@@ -1,56 +1,25 @@
 """The contract between a use case (``training/<name>/``), the trainer and the packager.
 
 A use case is a class derived from :class:`UseCase`, registered with :func:`register_usecase`.
-The trainer calls ``datasets``, ``build_model``, ``loss`` and ``metrics``; the packager calls
-``packaging`` and ``evaluate`` (which runs the *packaged* model through emzoo's runtime, so that
-the metrics written into a package are those of the package itself).
+The trainer calls ``check_params``, ``datasets``, ``build_model``, ``loss`` and ``metrics``; the
+packager calls ``packaging``, ``sample_input``, ``training_images`` and ``evaluate`` (which runs the
+*packaged* model through emzoo's runtime, so that the metrics written into a package are those of the
+package itself). The tensors a package declares (:class:`~emzoo.packaging.info.TensorInfo`, with their
+processing) are declared once and also normalise the training data
+(:meth:`~emzoo.packaging.info.TensorInfo.apply_processing`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-# predict(image: np.ndarray with the input's axes) -> {output id: np.ndarray}
-PredictFn = Callable[[np.ndarray], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """How one package tensor looks (without batch); ``axes`` like ``"cyx"``, ``"czyx"`` or ``"c"``
-    (for image-to-value outputs ``"c"`` or ``"ci"``)."""
-
-    id: str
-    axes: str
-    channel_names: tuple[str, ...]
-    description: str = ""
-    processing: tuple[dict[str, Any], ...] = ()  # spec 0.5 ops: {"id": ..., "kwargs": {...}}
-    data_range: tuple[float | None, float | None] = (None, None)
-
-
-@dataclass(frozen=True)
-class PackagingInfo:
-    """Everything a package needs besides weights, test tensors and metrics."""
-
-    name: str
-    description: str
-    task: str  # e.g. "semantic segmentation", "counting", "denoising"
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    authors: tuple[dict[str, str], ...]  # {"name": ..., "affiliation": ...}
-    license: str
-    cite: tuple[dict[str, str], ...]  # {"text": ..., "doi": ...} or {"text": ..., "url": ...}
-    tags: tuple[str, ...]
-    pixel_size: dict[str, float]  # of the training data, per spatial axis letter; {} if uncalibrated
-    pixel_unit: str | None  # canonical unit name ("nanometer", "angstrom", ...); None if uncalibrated
-    training_data: dict[str, str]  # {"name": ..., "source": ..., "license": ..., "split": ...}
-    intended_use: str
-    limitations: str
-    extra_card_sections: dict[str, str] = field(default_factory=dict)
+from emzoo.errors import UsageError
+from emzoo.package.spec import SizeRule
+from emzoo.packaging.info import PackagingInfo, PredictFn
 
 
 class UseCase:
@@ -67,55 +36,71 @@ class UseCase:
     # parameter overrides that make ``make_tiny_data`` train in about a second (tests)
     tiny_params: ClassVar[dict[str, Any]] = {}
 
+    def not_written(self, method: str) -> NotImplementedError:
+        """The error of a contract method that this use case does not implement (raise it)."""
+        who = self.name or type(self).__name__
+        return NotImplementedError(f"the use case {who!r} does not implement {method}()")
+
     def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """``{"train": Dataset, "val": Dataset, "test": [(image, label), ...]}`` (torch datasets)."""
-        raise NotImplementedError
+        raise self.not_written("datasets")
 
     def check_data(self, data_dir: Path) -> None:
         """Raise :class:`emzoo.errors.InputError` with a clear message before any training starts."""
-        raise NotImplementedError
+        raise self.not_written("check_data")
 
     def build_model(self, params: dict[str, Any]):
         """A fresh ``torch.nn.Module``."""
-        raise NotImplementedError
+        raise self.not_written("build_model")
 
     def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
         """``(self-contained source file, callable name, kwargs)`` for pytorch_state_dict weights."""
-        raise NotImplementedError
+        raise self.not_written("architecture")
 
     def loss(self, params: dict[str, Any]) -> Callable:
-        raise NotImplementedError
+        raise self.not_written("loss")
 
     def metrics(self, prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
         """Validation metrics for one sample (numpy in, floats out); higher or lower is stated in
         ``main_metric``."""
-        raise NotImplementedError
+        raise self.not_written("metrics")
 
     main_metric: tuple[str, str] = ("loss", "min")  # (name, "min" | "max") for early stopping
 
     def packaging(self, params: dict[str, Any]) -> PackagingInfo:
-        raise NotImplementedError
+        raise self.not_written("packaging")
 
     def sample_input(self, data_dir: Path) -> np.ndarray:
         """A real image (input axes, raw dtype) for test tensors and covers."""
-        raise NotImplementedError
+        raise self.not_written("sample_input")
+
+    def training_images(self, data_dir: Path, params: dict[str, Any]) -> Iterable[np.ndarray]:
+        """The raw training images (raw dtype, as read), from which the packager computes the intensity
+        statistics that the runtime compares new images with (``config.emzoo.training_data``).
+
+        Without it (this base raises :class:`NotImplementedError`) the packager reads the files of the
+        run's training split from an image folder under ``data_dir``, and failing that uses the
+        sample image alone.
+        """
+        raise self.not_written("training_images")
 
     def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """Metrics of ``predict`` on the held-out test split and of the classical baseline:
         ``{"dataset_role": "test", "sample_count": n, "metrics": {name: value},
         "baseline": {"name": ..., "metrics": {...}}, "samples": [...]}``."""
-        raise NotImplementedError
+        raise self.not_written("evaluate")
 
     # -- additions used by the trainer (emzoo.train) -------------------------------------------------
 
     def split(self, data_dir: Path, params: dict[str, Any]) -> dict[str, list[str]]:
         """The file names of each role: ``{"train": [...], "val": [...], "test": [...]}`` (written to
         the run's ``config.json``; must be the split that ``datasets`` uses)."""
-        raise NotImplementedError
+        raise self.not_written("split")
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise :class:`emzoo.errors.UsageError` for parameter values the use case cannot train with
-        (e.g. a crop size that is not a multiple of ``2 ** depth``); called before any training."""
+        (e.g. a crop size that is not a multiple of ``2 ** depth``); called before any training.
+        Subclasses that add checks call ``super().check_params(params)`` first."""
 
     def postprocess(self, output: np.ndarray) -> np.ndarray:
         """The package's postprocessing of one raw model output (e.g. a sigmoid), in numpy."""
@@ -132,12 +117,33 @@ class UseCase:
     def make_tiny_data(self, out_dir: Path) -> Path:
         """Write a tiny synthetic data folder that ``check_data`` accepts and return it; with
         ``tiny_params`` one epoch of training on it takes about a second (used by the tests)."""
-        raise NotImplementedError
+        raise self.not_written("make_tiny_data")
 
 
 class UNetUseCase(UseCase):
     """A use case whose model is emzoo's 2D :class:`~emzoo.architectures.unet.UNet` (one channel in,
-    one out), sized by the ``depth`` and ``features`` parameters."""
+    one out), sized by the ``depth`` and ``features`` parameters.
+
+    The U-Net takes sizes that are multiples of ``2 ** depth`` (:meth:`size_rule`); ``check_params``
+    checks the parameters named in ``size_params`` (crop sizes) against it.
+    """
+
+    size_params: ClassVar[tuple[str, ...]] = ("crop_size",)  # parameters that must fit size_rule
+
+    def size_rule(self, params: dict[str, Any]) -> SizeRule:
+        """The sizes (px per spatial axis) the U-Net takes: multiples of ``2 ** depth``."""
+        multiple = 2 ** params["depth"]
+        return SizeRule(min=multiple, step=multiple)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        rule = self.size_rule(params)
+        for key in self.size_params:
+            if not rule.accepts(params[key]):
+                raise UsageError(
+                    f"{key} {params[key]} must be a multiple of 2**depth = {rule.step} "
+                    f"(depth {params['depth']}); e.g. {rule.valid_below(params[key])}"
+                )
 
     def unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
         return {

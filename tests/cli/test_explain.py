@@ -64,7 +64,7 @@ def test_writes_the_map_and_the_overlay(counter_package, image_file, tmp_path, w
 
 def test_both_torch_formats_give_the_same_map(counter_package, image_file):
     from emzoo.io import read_image
-    from emzoo.runtime.explain import Explainer
+    from emzoo.tasks.explain import Explainer
 
     image = read_image(image_file)
     eager = Explainer(counter_package, weight_format="pytorch_state_dict").explain(image, channel="count")
@@ -92,8 +92,8 @@ def test_onnx_weights_are_refused_with_the_reason(counter_package, image_file, t
 
 def test_onnx_only_package_is_refused(counter_package):
     from emzoo.errors import UsageError
-    from emzoo.runtime.explain import Explainer
-    from emzoo.runtime.package import open_model
+    from emzoo.package.load import open_model
+    from emzoo.tasks.explain import Explainer
 
     package = open_model(counter_package)
     onnx_only = replace(package, spec=replace(package.spec, weights={"onnx": package.spec.weights["onnx"]}))
@@ -102,7 +102,7 @@ def test_onnx_only_package_is_refused(counter_package):
 
 
 def _with_image_output(package, emzoo: dict):
-    from emzoo.runtime.spec import Axis, TensorSpec
+    from emzoo.package.spec import Axis, TensorSpec
 
     axes = (Axis("batch", "batch"), Axis("channel", "channel", channel_names=("d",)))
     axes += (Axis("y", "space"), Axis("x", "space"))
@@ -112,8 +112,8 @@ def _with_image_output(package, emzoo: dict):
 
 def test_density_map_models_are_their_own_explanation(counter_package):
     from emzoo.errors import UsageError
-    from emzoo.runtime.explain import Explainer
-    from emzoo.runtime.package import open_model
+    from emzoo.package.load import open_model
+    from emzoo.tasks.explain import Explainer
 
     package = open_model(counter_package)
     with pytest.raises(UsageError, match="its own explanation"):

@@ -1,8 +1,6 @@
 """``emzoo predict`` with EM formats: output formats, calibration, slices and stacks, out-of-core
 defaults, and bad input (one clear line, exit 1 or 2, no traceback, no output)."""
 
-# ruff: noqa: F811  (the tiny package fixtures are imported, then requested by name)
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +15,6 @@ from emzoo.cli import main
 from emzoo.io import ImageMeta, read_image
 from emzoo.io.formats.zarr_store import write_ome_zarr
 from tests.conftest import shared
-from tests.runtime.conftest import tiny_unet2d, tiny_unet3d  # noqa: F401  (session fixtures)
 
 
 def run(*args) -> object:
@@ -209,7 +206,8 @@ def test_option_misuse_is_a_usage_error(tiny_unet2d, tiny_unet3d, tmp_path):
 
 
 def test_large_lazy_inputs_stream_by_default(tiny_unet2d, tmp_path, monkeypatch):
-    from emzoo.runtime import batch, streaming
+    from emzoo.drivers import files as batch
+    from emzoo.drivers import streaming
 
     monkeypatch.setattr(batch, "STREAM_ABOVE_PIXELS", 10_000)
     chunks = []

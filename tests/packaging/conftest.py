@@ -15,7 +15,7 @@ from tests.conftest import SHARED_DATA
 torch = pytest.importorskip("torch", reason="packaging needs torch (pip install emzoo[train])")
 pytest.importorskip("onnxruntime", reason="packaging checks the ONNX export with onnxruntime")
 
-from emzoo.train.usecase import PackagingInfo, TensorInfo  # noqa: E402
+from emzoo.packaging.info import PackagingInfo, TensorInfo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 UNET_SOURCE = HERE.parents[1] / "emzoo" / "architectures" / "unet.py"

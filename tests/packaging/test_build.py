@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.runtime.package import open_model
+from emzoo.package.load import open_model
 from emzoo.runtime.predictor import Predictor
 from tests.conftest import shared
 from tests.packaging.conftest import unet_info
@@ -197,7 +197,7 @@ def test_image_to_value_with_an_index_axis(tmp_path, em_sample):
     """Outputs ``ci`` (channels x bins) get an index axis of the measured size; bioimageio.core's
     test_model (run by the build, ONNX) and emzoo's whole-image fallback both run them."""
     from emzoo.packaging import BuildOptions, package_module
-    from emzoo.train.usecase import TensorInfo
+    from emzoo.packaging.info import TensorInfo
     from tests.packaging.conftest import HERE, counter_info, torch
     from tests.packaging.nets import Histograms
 

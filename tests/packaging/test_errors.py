@@ -10,7 +10,7 @@ import pytest
 
 from emzoo.packaging import BuildOptions, PackagingError, package_module
 from emzoo.packaging.export import ExportMismatchError
-from emzoo.train.usecase import TensorInfo
+from emzoo.packaging.info import TensorInfo
 from tests.packaging.conftest import UNET_KWARGS, UNET_SOURCE, fake_evaluate, unet_info
 from tests.packaging.nets import DivergesInOnnx
 

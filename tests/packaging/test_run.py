@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from emzoo.packaging import BuildOptions, PackagingError, package_run
+from emzoo.packaging import BuildOptions, PackagingError
 from emzoo.train import usecase as usecase_registry
+from emzoo.train.run import package_run
 from emzoo.train.usecase import UseCase
 from tests.packaging.conftest import UNET_KWARGS, UNET_SOURCE, synthetic_em, torch, unet_info
 
@@ -121,7 +122,7 @@ def test_package_run_errors(run_dir, tmp_path):
     with pytest.raises(PackagingError, match=r"is not a training run folder: it has no config\.json"):
         package_run(empty, tmp_path / "x.zip")
     with pytest.raises(
-        PackagingError, match=r"data folder '/nowhere' does not exist here: pass the data with --data"
+        PackagingError, match=r"data folder '/nowhere' does not exist here: pass the data with data_dir=DIR"
     ):
         package_run(run_dir, tmp_path / "x.zip", data_dir="/nowhere")
     assert not (tmp_path / "x.zip").exists()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emzoo.package.spec import Op
 from emzoo.runtime import processing
-from emzoo.runtime.spec import Op
 
 AXES = ("batch", "channel", "y", "x")
 

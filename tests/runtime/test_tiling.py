@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from emzoo.package.spec import SizeRule as AxisRule
 from emzoo.runtime.tiling import (
-    AxisRule,
     OutputAxisMap,
     Stitcher,
     blend_weights,

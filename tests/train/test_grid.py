@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from emzoo.cli import main
 from emzoo.errors import UsageError
 from emzoo.train.grid import grid_search, parse_grid, run_name
-from emzoo.train.runlog import read_csv
+from emzoo.train.runfiles import read_csv
 
 
 def test_parse_grid_and_names():

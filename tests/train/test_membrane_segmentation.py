@@ -68,7 +68,7 @@ def test_postprocess_is_the_packages_sigmoid(membrane):
 def test_loss_goes_down_on_real_data(membrane, isbi, tmp_path):
     params = {"epochs": 3, "iterations_per_epoch": 6, "batch_size": 2, "crop_size": 128, "features": 8}
     train(membrane, isbi, tmp_path / "run", overrides=params, progress=False)
-    from emzoo.train.runlog import read_csv
+    from emzoo.train.runfiles import read_csv
 
     rows = read_csv(tmp_path / "run" / "log.csv")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

@@ -137,8 +137,8 @@ def test_bright_field_detection(data):
 def package_counter(uc, tiny, params, output, evaluate=None):
     """An untrained counting network (seed 0) packaged with the use case's counting settings."""
     torch = pytest.importorskip("torch")
+    from emzoo.package.spec import Tolerance
     from emzoo.packaging import BuildOptions, package_module
-    from emzoo.packaging.tensors import ReproducibilityTolerance
 
     torch.manual_seed(0)
     return package_module(
@@ -155,7 +155,7 @@ def package_counter(uc, tiny, params, output, evaluate=None):
             test_size=64,
             test_with_bioimageio=False,
             weight_formats=("onnx", "torchscript"),
-            reproducibility=ReproducibilityTolerance(atol=1e-9),
+            reproducibility=Tolerance(atol=1e-9),
         ),
     )
 
@@ -164,10 +164,10 @@ def test_counting_package_counts(uc, tiny, params, tmp_path):
     """An untrained network packaged with the use case's counting settings: the runtime finds
     them in config.emzoo and counts with them; the package reproduces its test output."""
     pytest.importorskip("onnxruntime")
-    from emzoo.runtime import counting
-    from emzoo.runtime.package import open_model
+    from emzoo.checks.testing import reproduce
+    from emzoo.package.load import open_model
     from emzoo.runtime.predictor import Predictor
-    from emzoo.runtime.testing import reproduce
+    from emzoo.tasks import counting
 
     def evaluate(predict):
         return uc.evaluate(predict, tiny, params)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emzoo.errors import UsageError
-from emzoo.train.runlog import read_csv
+from emzoo.train.runfiles import read_csv
 from emzoo.train.trainer import train
 
 

@@ -84,20 +84,19 @@ def tiny_package(tiny_run, tmp_path_factory):
     An untrained network's outputs can be tiny (a density map of ~1e-5 per pixel): the default atol
     (1% of the test output's maximum) then trips bioimageio.spec's own "atol <= 1%" check by float
     noise, so the tiny packages promise a negligible atol and rely on the relative tolerance."""
-    from emzoo.packaging import BuildOptions, package_run
-    from emzoo.packaging.tensors import ReproducibilityTolerance
+    from emzoo.package.spec import Tolerance
+    from emzoo.packaging import BuildOptions
+    from emzoo.train.run import package_run
 
     uc, data_dir, run, _ = tiny_run
-    options = BuildOptions(
-        test_size=64, test_with_bioimageio=False, reproducibility=ReproducibilityTolerance(atol=1e-9)
-    )
+    options = BuildOptions(test_size=64, test_with_bioimageio=False, reproducibility=Tolerance(atol=1e-9))
     out = tmp_path_factory.mktemp(f"{uc.name}-package") / "model.zip"
     return uc, data_dir, package_run(run, out, options=options)
 
 
 def test_tiny_run_packages_and_its_package_reproduces(tiny_package):
-    from emzoo.runtime.package import open_model
-    from emzoo.runtime.testing import reproduce
+    from emzoo.checks.testing import reproduce
+    from emzoo.package.load import open_model
 
     uc, _, path = tiny_package
     package = open_model(path)
@@ -111,7 +110,7 @@ def test_tiny_run_packages_and_its_package_reproduces(tiny_package):
 def test_tiny_package_carries_the_evaluation_of_model_and_baseline(tiny_package):
     """``package_run`` ran ``uc.evaluate`` through the draft package: the test metrics of the model and
     of the classical baseline are in ``config.emzoo.evaluation`` and ``config.bioimageio.evaluations``."""
-    from emzoo.runtime.package import open_model
+    from emzoo.package.load import open_model
 
     _, _, path = tiny_package
     spec = open_model(path).spec
@@ -130,7 +129,8 @@ def test_evaluate_command_scores_a_package_on_labelled_folders(tiny_run, tmp_pat
     from click.testing import CliRunner
 
     from emzoo.cli import main
-    from emzoo.packaging import BuildOptions, package_run
+    from emzoo.packaging import BuildOptions
+    from emzoo.train.run import package_run
 
     uc, data_dir, run, _ = tiny_run
     images, labels = data_dir / "image", data_dir / "label"

@@ -1,5 +1,6 @@
-"""Noisy EM for Noise2Void: where the images are, the split, normalisation, blind-spot masking, the
-training and validation datasets, the SEM evaluation images and tiny synthetic data.
+"""Noisy EM for Noise2Void: where the images are, the split, the input tensor (its normalisation),
+blind-spot masking, the training and validation datasets, the SEM evaluation images and tiny
+synthetic data.
 
 ``--data`` is the folder that holds ``noisy_tem/`` (TEM tiles, TIFF), ``cryoem_micrographs/``
 (``*.mrc``, 2D) and ``sem_denoising/`` (the clean ``BSE.jpg`` and its noisy versions); training
@@ -18,10 +19,25 @@ import torch
 from torch.utils.data import Dataset
 
 from emzoo.errors import InputError
+from emzoo.packaging.info import TensorInfo
 from emzoo.train.split import natural_key
 
 log = logging.getLogger(__name__)
-EPS = 1e-6  # as the package's zero_mean_unit_variance
+EPS = 1e-6  # of the package's zero_mean_unit_variance
+
+# The package's input, declared once: training normalises with its processing (``normalise``), the
+# package declares it, and emzoo's runtime and bioimage.io run it on new images.
+RAW = TensorInfo(
+    id="raw",
+    axes="cyx",
+    channel_names=("raw",),
+    description="noisy EM image, one grey channel (uint8, uint16 or float)",
+    processing=(
+        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+        {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["channel", "y", "x"], "eps": EPS}},
+        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+    ),
+)
 TEM_DIR, CRYO_DIR, SEM_DIR = "noisy_tem", "cryoem_micrographs", "sem_denoising"
 TIF_SUFFIXES = (".tif", ".tiff")
 MOSAIC = re.compile(r"^(\d+)_(\d+)$")  # row_col.tif tiles of a mosaic
@@ -134,9 +150,9 @@ def read(path: Path) -> np.ndarray:
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """``(x - mean) / (std + 1e-6)`` over the whole image in float32: the package's preprocessing."""
-    x = np.asarray(image, np.float64)
-    return ((x - x.mean()) / (x.std() + EPS)).astype(np.float32)
+    """The package's preprocessing of one raw image (``yx`` or ``cyx``): ``(x - mean) / (std + 1e-6)``
+    over the whole image in float32, by the same ops (:data:`RAW`) that the package runs."""
+    return RAW.apply_processing(image)
 
 
 def denormalise(output: np.ndarray, noisy: np.ndarray) -> np.ndarray:

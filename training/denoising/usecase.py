@@ -9,7 +9,8 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
+from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo
+from emzoo.train.usecase import UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -30,6 +31,7 @@ class Denoising(UNetUseCase):
     # the N2V loss on held-out pixels (no clean validation images exist); named masked_mse, not "loss",
     # because the trainer's progress bar cannot show a main metric called "loss" (a keyword clash)
     main_metric = ("masked_mse", "min")
+    size_params = ("patch_size", "val_crop")  # multiples of 2**depth
     tiny_params = {  # noqa: RUF012  (class-level constant, never mutated)
         "epochs": 1,
         "iterations_per_epoch": 1,
@@ -50,13 +52,7 @@ class Denoising(UNetUseCase):
         return data.split(data_dir, params)
 
     def check_params(self, params: dict[str, Any]) -> None:
-        multiple = 2 ** params["depth"]
-        for key in ("patch_size", "val_crop"):
-            if params[key] % multiple:
-                raise UsageError(
-                    f"{key} {params[key]} must be a multiple of 2**depth = {multiple} "
-                    f"(depth {params['depth']}); e.g. {params[key] // multiple * multiple or multiple}"
-                )
+        super().check_params(params)  # patch_size and val_crop: multiples of 2**depth
         if not 0 < params["mask_fraction"] <= 0.2:
             raise UsageError(f"mask_fraction must be in (0, 0.2], not {params['mask_fraction']}")
         if params["mask_radius"] < 1:
@@ -232,22 +228,7 @@ class Denoising(UNetUseCase):
                 "levels."
             ),
             task="denoising",
-            inputs=(
-                TensorInfo(
-                    id="raw",
-                    axes="cyx",
-                    channel_names=("raw",),
-                    description="noisy EM image, one grey channel (uint8, uint16 or float)",
-                    processing=(
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                        {
-                            "id": "zero_mean_unit_variance",
-                            "kwargs": {"axes": ["channel", "y", "x"], "eps": data.EPS},
-                        },
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                    ),
-                ),
-            ),
+            inputs=(data.RAW,),  # the normalisation that training used (data.normalise)
             outputs=(
                 TensorInfo(
                     id=OUTPUT_ID,

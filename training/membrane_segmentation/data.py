@@ -1,4 +1,5 @@
-"""ISBI 2012 membrane data: the folder layout, the fixed split, normalisation and tiny synthetic data."""
+"""ISBI 2012 membrane data: the folder layout, the fixed split, the input tensor (its normalisation)
+and tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from emzoo.errors import InputError
+from emzoo.packaging.info import TensorInfo
 from emzoo.train.data import Pair, check_pairs, find_pairs, read_array
 from emzoo.train.split import block_split
 
@@ -16,7 +18,21 @@ from emzoo.train.split import block_split
 VAL_SLICES = 3
 TEST_SLICES = 5
 MEMBRANE, INTERIOR = 0, 255  # label values
-EPS = 1e-6  # as the package's zero_mean_unit_variance
+EPS = 1e-6  # of the package's zero_mean_unit_variance
+
+# The package's input, declared once: training normalises with its processing (``normalise``), the
+# package declares it, and emzoo's runtime and bioimage.io run it on new images.
+RAW = TensorInfo(
+    id="raw",
+    axes="cyx",
+    channel_names=("raw",),
+    description="ssTEM image, one grayscale channel, about 4 nm pixels",
+    processing=(
+        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+        {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["channel", "y", "x"], "eps": EPS}},
+        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+    ),
+)
 
 
 def resolve(data_dir: Path) -> Path:
@@ -56,9 +72,9 @@ def split(data_dir: Path) -> dict[str, list[str]]:
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """``(x - mean) / (std + 1e-6)`` over the whole image, in float32: the package's preprocessing."""
-    x = np.asarray(image, np.float64)
-    return ((x - x.mean()) / (x.std() + EPS)).astype(np.float32)
+    """The package's preprocessing of one raw image (``cyx`` or ``yx``): ``(x - mean) / (std + 1e-6)``
+    over the whole image, in float32, by the same ops (:data:`RAW`) that the package runs."""
+    return RAW.apply_processing(image)
 
 
 def load(data_dir: Path, names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -9,7 +9,8 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
+from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo
+from emzoo.train.usecase import UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -43,12 +44,7 @@ class MembraneSegmentation(UNetUseCase):
         return data.split(data_dir)
 
     def check_params(self, params: dict[str, Any]) -> None:
-        multiple = 2 ** params["depth"]
-        if params["crop_size"] % multiple:
-            raise UsageError(
-                f"crop_size {params['crop_size']} must be a multiple of 2**depth = {multiple} "
-                f"(depth {params['depth']}); e.g. {params['crop_size'] // multiple * multiple or multiple}"
-            )
+        super().check_params(params)  # crop_size: a multiple of 2**depth
         if params["intensity_jitter"] < 0:
             raise UsageError(f"intensity_jitter must be >= 0, not {params['intensity_jitter']}")
 
@@ -77,9 +73,9 @@ class MembraneSegmentation(UNetUseCase):
             seed=params["seed"],
         )
         val_images, val_masks = data.load(data_dir, split["val"])
-        multiple = 2 ** params["depth"]
-        if any(s % multiple for s in val_images[0].shape[1:]):
-            raise InputError(f"validation images {val_images[0].shape[1:]} are not multiples of {multiple}")
+        rule = self.size_rule(params)
+        if not all(rule.accepts(s) for s in val_images[0].shape[1:]):
+            raise InputError(f"validation images {val_images[0].shape[1:]} are not multiples of {rule.step}")
         val = PairDataset([data.normalise(a) for a in val_images], val_masks, names=split["val"])
         test_images, test_masks = data.load(data_dir, split["test"])
         return {"train": train, "val": val, "test": list(zip(test_images, test_masks, strict=True))}
@@ -160,22 +156,7 @@ class MembraneSegmentation(UNetUseCase):
                 "4x4 nm pixels)."
             ),
             task="semantic segmentation",
-            inputs=(
-                TensorInfo(
-                    id="raw",
-                    axes="cyx",
-                    channel_names=("raw",),
-                    description="ssTEM image, one grayscale channel, about 4 nm pixels",
-                    processing=(
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                        {
-                            "id": "zero_mean_unit_variance",
-                            "kwargs": {"axes": ["channel", "y", "x"], "eps": data.EPS},
-                        },
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                    ),
-                ),
-            ),
+            inputs=(data.RAW,),  # the normalisation that training used (data.normalise)
             outputs=(
                 TensorInfo(
                     id=OUTPUT_ID,

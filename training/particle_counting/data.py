@@ -1,5 +1,6 @@
-"""STEM nanoparticle data: folder layout, YOLO boxes, the fixed split, normalisation, density targets,
-training crops with scale augmentation, validation windows and tiny synthetic data."""
+"""STEM nanoparticle data: folder layout, YOLO boxes, the fixed split, the input tensor (its
+normalisation), density targets, training crops with scale augmentation, validation windows and tiny
+synthetic data."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import torch
 from torch.utils.data import Dataset
 
 from emzoo.errors import InputError
+from emzoo.packaging.info import TensorInfo
 from emzoo.train.split import natural_key, seeded_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-EPS = 1e-6  # as the package's scale_range
+EPS = 1e-6  # of the package's scale_range
 MIN_BOX_PX = 2.0  # boxes smaller than this (a 0-px box exists in PtW6) count as this size
 
 # The split of the 25 STEM images, by image (see README.md): one test image per material, mixing
@@ -160,12 +162,36 @@ def is_bright_field(image: np.ndarray) -> bool:
     return bool(p99 > p1 and (p50 - p1) / (p99 - p1) > 0.45)
 
 
+def raw_tensor(low: float, high: float) -> TensorInfo:
+    """The package's input, declared once: ``scale_range`` between the ``low`` and ``high``
+    percentiles of the whole image (the ``percentile_low`` and ``percentile_high`` parameters).
+    Training normalises with its processing (:func:`normalise`); the package declares it."""
+    return TensorInfo(
+        id="raw",
+        axes="cyx",
+        channel_names=("raw",),
+        description="STEM image (HAADF or bright field), one grey channel, particles 6-80 px",
+        processing=(
+            {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+            {
+                "id": "scale_range",
+                "kwargs": {
+                    "axes": ["channel", "y", "x"],
+                    "min_percentile": float(low),
+                    "max_percentile": float(high),
+                    "eps": EPS,
+                },
+            },
+            {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+        ),
+    )
+
+
 def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``(x - p_low) / (p_high - p_low + 1e-6)`` over the whole image, float32: the package's
-    ``scale_range`` preprocessing (linear percentiles, as emzoo's runtime computes them)."""
-    x = np.asarray(image, np.float64)
-    lo, hi = np.quantile(x, [low / 100, high / 100], method="linear")
-    return ((x - lo) / (hi - lo + EPS)).astype(np.float32)
+    """The package's preprocessing of one raw image (``yx`` or ``cyx``): ``(x - p_low) / (p_high -
+    p_low + 1e-6)`` with linear percentiles of the whole image, in float32, by the same ops
+    (:func:`raw_tensor`) that the package runs."""
+    return raw_tensor(low, high).apply_processing(image)
 
 
 def blob_sigmas(sizes: np.ndarray, params: dict) -> np.ndarray:

@@ -9,7 +9,8 @@ import numpy as np
 
 from emzoo import metrics as M
 from emzoo.errors import UsageError
-from emzoo.train.usecase import PackagingInfo, PredictFn, TensorInfo, UNetUseCase, register_usecase
+from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo
+from emzoo.train.usecase import UNetUseCase, register_usecase
 
 from . import baseline, data
 
@@ -21,7 +22,7 @@ DATA_URL = "https://github.com/ArdaGen/STEM-Automated-Nanoparticle-Analysis-YOLO
 
 
 def counting_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """``config.emzoo.counting`` of the package (see :mod:`emzoo.runtime.counting`)."""
+    """``config.emzoo.counting`` of the package (see :mod:`emzoo.tasks.counting`)."""
     return {
         "output": OUTPUT_ID,
         "count": "integral",
@@ -32,7 +33,7 @@ def counting_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config(params: dict[str, Any]):
-    from emzoo.runtime.counting import CountingConfig
+    from emzoo.tasks.counting import CountingConfig
 
     return CountingConfig.from_dict(counting_settings(params))
 
@@ -44,6 +45,7 @@ class ParticleCounting(UNetUseCase):
     name = "particle_counting"
     params_file = HERE / "params.yaml"
     main_metric = ("count_rel_error", "min")
+    size_params = ("crop_size", "val_crop")  # multiples of 2**depth
     tiny_params = {  # noqa: RUF012  (class-level constant, never mutated)
         "epochs": 1,
         "iterations_per_epoch": 1,
@@ -68,13 +70,7 @@ class ParticleCounting(UNetUseCase):
         return data.split(data_dir)
 
     def check_params(self, params: dict[str, Any]) -> None:
-        multiple = 2 ** params["depth"]
-        for key in ("crop_size", "val_crop"):
-            if params[key] % multiple:
-                raise UsageError(
-                    f"{key} {params[key]} must be a multiple of 2**depth = {multiple} "
-                    f"(depth {params['depth']}); e.g. {params[key] // multiple * multiple or multiple}"
-                )
+        super().check_params(params)  # crop_size and val_crop: multiples of 2**depth
         if not 0 < params["scale_min"] <= params["scale_max"]:
             raise UsageError(
                 f"need 0 < scale_min <= scale_max, got scale_min {params['scale_min']}, "
@@ -143,7 +139,7 @@ class ParticleCounting(UNetUseCase):
 
     def metrics(self, prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
         """``prediction``: density per pixel; ``target``: the true density of the validation window."""
-        from emzoo.runtime.counting import find_centres
+        from emzoo.tasks.counting import find_centres
 
         predicted, true = float(prediction.sum()), float(target.sum())
         config = self._counting
@@ -177,7 +173,7 @@ class ParticleCounting(UNetUseCase):
 
     def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """The packaged model (``predict``) and the LoG baseline on the test images, same metrics."""
-        from emzoo.runtime.counting import count_map
+        from emzoo.tasks.counting import count_map
 
         config = _config(params)
         log_settings = baseline.settings(params)
@@ -242,27 +238,8 @@ class ParticleCounting(UNetUseCase):
                 "centres."
             ),
             task="counting",
-            inputs=(
-                TensorInfo(
-                    id="raw",
-                    axes="cyx",
-                    channel_names=("raw",),
-                    description="STEM image (HAADF or bright field), one grey channel, particles 6-80 px",
-                    processing=(
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                        {
-                            "id": "scale_range",
-                            "kwargs": {
-                                "axes": ["channel", "y", "x"],
-                                "min_percentile": float(params["percentile_low"]),
-                                "max_percentile": float(params["percentile_high"]),
-                                "eps": data.EPS,
-                            },
-                        },
-                        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                    ),
-                ),
-            ),
+            # the normalisation that training used (data.normalise)
+            inputs=(data.raw_tensor(params["percentile_low"], params["percentile_high"]),),
             outputs=(
                 TensorInfo(
                     id=OUTPUT_ID,

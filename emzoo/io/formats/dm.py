@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 
 from emzoo.errors import InputError
-from emzoo.io.formats._rsciio import pick_image
+from emzoo.io.formats.rsciio_files import pick_image
 from emzoo.io.meta import Image
 from emzoo.io.registry import register_reader
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from emzoo.errors import InputError
+from emzoo.io.lookup import find_reader, read_image
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import find_reader, read_image
 
 _SAME_SUFFIX = {".tiff": ".tif", ".jpeg": ".jpg"}
 _PIL_MODES = {

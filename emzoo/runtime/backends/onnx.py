@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from emzoo.errors import BackendError
-from emzoo.runtime.backends import parse_device, register_backend
-from emzoo.runtime.package import ModelPackage
-from emzoo.runtime.spec import Weights
+from emzoo.package.load import ModelPackage
+from emzoo.package.spec import Weights
+from emzoo.runtime.backends.registry import register_backend
+from emzoo.runtime.settings import DeviceSpec
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -36,12 +37,12 @@ def _import_ort():
     return onnxruntime
 
 
-def providers_for(device: str, available: Sequence[str]) -> list:
-    kind, index = parse_device(device)
+def providers_for(device: DeviceSpec, available: Sequence[str]) -> list:
+    kind, index = device.kind, device.index or 0
     has_cuda = "CUDAExecutionProvider" in available
     if kind == "cuda" and not has_cuda:
         raise BackendError(
-            "--device cuda was asked for, but this onnxruntime has no CUDAExecutionProvider "
+            "{device=cuda} was asked for, but this onnxruntime has no CUDAExecutionProvider "
             f"(it has {', '.join(available)}): pip install 'emzoo[gpu]' in place of 'emzoo[cpu]'"
         )
     if kind == "cuda" or (kind == "auto" and has_cuda):
@@ -52,7 +53,7 @@ def providers_for(device: str, available: Sequence[str]) -> list:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: DeviceSpec):
         ort = _import_ort()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -66,7 +67,8 @@ class OnnxBackend:
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load {path}: {e}") from e
         used = self.session.get_providers()
-        self.device = "cuda" if "CUDAExecutionProvider" in used else "cpu"
+        cuda = "cuda" if device.index is None else f"cuda:{device.index}"
+        self.device = cuda if "CUDAExecutionProvider" in used else "cpu"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = [_ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -84,7 +86,7 @@ class OnnxBackend:
 
 
 @register_backend("onnx")
-def load_onnx(package: ModelPackage, weights: Weights, device: str) -> OnnxBackend:
+def load_onnx(package: ModelPackage, weights: Weights, device: DeviceSpec) -> OnnxBackend:
     path = package.verified_file(weights.source, weights.sha256)
     if weights.external_data:
         package.verified_file(weights.external_data, weights.external_data_sha256)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from emzoo.errors import BackendError
-from emzoo.runtime.backends import parse_device, register_backend
-from emzoo.runtime.package import ModelPackage
-from emzoo.runtime.spec import Architecture, Weights
+from emzoo.package.load import ModelPackage
+from emzoo.package.spec import Architecture, Weights
+from emzoo.runtime.backends.registry import register_backend
+from emzoo.runtime.settings import DeviceSpec
 
 
 def import_torch(weight_format: str):
@@ -23,15 +24,15 @@ def import_torch(weight_format: str):
     except ImportError as e:
         raise BackendError(
             f"{weight_format} weights need PyTorch, which is not installed: "
-            "pip install 'emzoo[train]' (or run the package's onnx weights with --weights onnx)"
+            "pip install 'emzoo[train]' (or run the package's onnx weights with {weight_format=onnx})"
         ) from e
     return torch
 
 
-def torch_device(torch, device: str) -> str:
-    kind, index = parse_device(device)
+def torch_device(torch, device: DeviceSpec) -> str:
+    kind, index = device.kind, device.index or 0
     if kind == "cuda" and not torch.cuda.is_available():
-        raise BackendError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        raise BackendError("{device=cuda} was asked for, but PyTorch sees no CUDA device")
     if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
         return f"cuda:{index}"
     return "cpu"
@@ -55,7 +56,7 @@ class TorchBackend:
 
 
 @register_backend("torchscript")
-def load_torchscript(package: ModelPackage, weights: Weights, device: str) -> TorchBackend:
+def load_torchscript(package: ModelPackage, weights: Weights, device: DeviceSpec) -> TorchBackend:
     torch = import_torch("torchscript")
     path = package.verified_file(weights.source, weights.sha256)
     dev = torch_device(torch, device)
@@ -98,7 +99,7 @@ def _architecture(package: ModelPackage, arch: Architecture):
 
 
 @register_backend("pytorch_state_dict")
-def load_state_dict(package: ModelPackage, weights: Weights, device: str) -> TorchBackend:
+def load_state_dict(package: ModelPackage, weights: Weights, device: DeviceSpec) -> TorchBackend:
     torch = import_torch("pytorch_state_dict")
     if weights.architecture is None:
         raise BackendError(f"{package.source}: pytorch_state_dict weights without an architecture")

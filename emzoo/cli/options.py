@@ -1,0 +1,81 @@
+"""The options several commands share, declared once, and the one place that maps the library's
+parameter names to flags (errors below ``emzoo.cli`` name parameters: :mod:`emzoo.errors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+# parameter templates of library messages -> what the CLI shows; anything else is looked up among the
+# running command's options by parameter name (``tile`` -> ``--tile``)
+FLAGS = {
+    "chunk": "--chunk-size",
+    "client": "--dask",
+    "output": "--target",  # the output an explanation is of (emzoo explain)
+    "format": "--output-format",
+    "weight_format": "--weights",
+    "stream=False": "--no-stream",
+    "stream=True": "--stream",
+    "overwrite=True": "--overwrite",
+    "slices=True": "--slices",
+    "slices=False": "--slices",
+    "stack=True": "--stack",
+    "stack=False": "--stack",
+    "device=cuda": "--device cuda",
+}
+
+
+def flag_names(command: click.Command | None) -> Callable[[str, str | None], str | None]:
+    """``(name, value) -> flag text`` for the parameters of ``command`` (see :func:`emzoo.errors.render`)."""
+    options = {}
+    if command is not None:
+        for p in command.params:
+            if isinstance(p, click.Option) and p.name:
+                options[p.name] = max(p.opts, key=len)
+
+    def show(name: str, value: str | None) -> str | None:
+        whole = f"{name}={value}" if value is not None else name
+        if whole in FLAGS:
+            return FLAGS[whole]
+        flag = FLAGS.get(name) or options.get(name)
+        if flag is None:
+            return None
+        return flag if value is None or value in ("True", "False") else f"{flag} {value}"
+
+    return show
+
+
+def device_option(fn):
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (CUDA when there is one), cpu, cuda or cuda:N.",
+    )(fn)
+
+
+def weights_option(
+    help: str = "Weight format to run (default: onnx, then torchscript, then pytorch_state_dict).",
+):
+    return click.option("--weights", "weight_format", default=None, help=help)
+
+
+def output_dir_option(default: str, help: str):
+    return click.option(
+        "-o",
+        "--output",
+        "out_dir",
+        default=default,
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help=help,
+    )
+
+
+def overwrite_option(help: str = "Replace outputs that exist (otherwise they are skipped)."):
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def quiet_option(fn):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(fn)

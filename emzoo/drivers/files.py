@@ -1,0 +1,214 @@
+"""Predict many files with one loaded model: output names, skipping, atomic writes, a summary.
+
+Each input is predicted in memory, slice by slice (``slices``: a 2D model on a volume), or, for large
+lazy inputs (Zarr, MRC, uncompressed TIFF above :data:`STREAM_ABOVE_PIXELS`) and OME-Zarr outputs,
+out of core, chunk by chunk (:mod:`emzoo.drivers.streaming`), optionally on a dask cluster
+(:mod:`emzoo.drivers.distributed`). Outputs keep the input's calibration; what a package's outputs
+mean beyond tensors (counts, centres) is its output kind's business (:mod:`emzoo.drivers.kinds`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from emzoo.drivers.kinds import OutputKind, Sample, output_kind
+from emzoo.drivers.options import RunOptions
+from emzoo.drivers.outputs import output_format_for, output_paths, output_stems, write_output
+from emzoo.drivers.slices import predict_slices, takes_slices
+from emzoo.errors import EmzooError, Names, UsageError, render
+from emzoo.io import Image, InputFile, read_image, read_slice_folder
+from emzoo.runtime import processing
+from emzoo.runtime.predictor import Predictor
+from emzoo.tasks.ood import check_input
+
+log = logging.getLogger(__name__)
+
+# lazy inputs with more pixels than this are predicted out of core (chunk by chunk) by default
+STREAM_ABOVE_PIXELS = 2**26
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # the output kind's row per sample (e.g. counts)
+    seconds: float = 0.0
+
+    def lines(self, names: Names | None = None) -> list[str]:
+        """The summary as text; parameters named as ``names`` shows them (:func:`emzoo.errors.render`)."""
+        out = [
+            f"done: {len(self.done)}, skipped: {len(self.skipped)}, failed: {len(self.failed)}"
+            f" ({self.seconds:.1f} s)"
+        ]
+        out += [f"  failed {p}: {reason}" for p, reason in self.failed]
+        out += [f"  {note}" for note in self.notes]
+        if self.skipped:
+            out.append("  skipped inputs whose outputs exist already ({overwrite=True} replaces them)")
+        return [render(line, names) for line in out]
+
+
+def _guarded(summary: Summary, path: Path, fn: Callable[[], None]) -> None:
+    """Run one input's prediction; a failure is recorded in the summary, not raised."""
+    try:
+        fn()
+    except EmzooError as e:
+        summary.failed.append((path, e.template))
+    except MemoryError:
+        summary.failed.append((path, "out of memory: try a smaller {tile}"))
+    except Exception as e:  # keep going with the other inputs; verbose logging has the traceback
+        log.info("unexpected error on %s", path, exc_info=True)
+        summary.failed.append((path, f"{type(e).__name__}: {e}"))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every sample of one run shares."""
+
+    predictor: Predictor
+    kind: OutputKind
+    out_dir: Path
+    options: RunOptions
+    on_tile: Callable[[int, int], None] | None
+
+
+def predict_samples(
+    predictor: Predictor,
+    samples: Sequence[dict[str, InputFile]],
+    out_dir: Path,
+    *,
+    options: RunOptions | None = None,
+    on_file: Callable[[InputFile], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Summary:
+    """Predict samples given as ``{input id: file}`` (one file per model input); outputs are named
+    after the first input. One failure does not stop the others.
+
+    Failure reasons and notes in the summary name parameters as ``{name}`` templates
+    (:class:`emzoo.errors.EmzooError`): ``Summary.lines`` gives them as they are; the CLI shows flags.
+    """
+    run = _Run(predictor, output_kind(predictor.spec), Path(out_dir), options or RunOptions(), on_tile)
+    summary = Summary()
+    start = time.perf_counter()
+    first_id = predictor.spec.inputs[0].id
+    stems = output_stems([s[first_id] for s in samples])
+    for sample in samples:
+        item = sample[first_id]
+        if on_file is not None:
+            on_file(item)
+        _guarded(summary, item.path, lambda s=sample, i=item: _predict_one(run, s, i, stems[i.path], summary))
+    finished = run.kind.finish_run(run.out_dir, summary.rows)
+    summary.written += finished.written
+    summary.notes += finished.notes
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def read_input(path: Path, *, stack: bool = False) -> Image:
+    """One input image (lazy where its format allows); ``stack``: a folder of 2D slices as a volume."""
+    return read_slice_folder(path) if stack else read_image(path)
+
+
+def should_stream(predictor: Predictor, images: dict[str, Image], fmt: str, options: RunOptions) -> bool:
+    """Out of core: when asked, with a dask client, or (by default) for single-input models with an
+    OME-Zarr output or a lazy input above :data:`STREAM_ABOVE_PIXELS`."""
+    stream = options.stream
+    if stream.client is not None:
+        return True
+    if stream.enabled is not None:
+        return stream.enabled
+    if len(predictor.spec.inputs) != 1:
+        return False
+    image = next(iter(images.values()))
+    large = not processing.in_memory(image.data) and np.prod(image.shape) > STREAM_ABOVE_PIXELS
+    return fmt == "ome-zarr" or bool(large)
+
+
+def _predict_one(
+    run: _Run, inputs: dict[str, InputFile], name_from: InputFile, base_name: str, summary: Summary
+) -> None:
+    predictor, options = run.predictor, run.options
+    images = {tid: read_input(item.path, stack=options.inputs.stack) for tid, item in inputs.items()}
+    first = images[predictor.spec.inputs[0].id]
+    fmt = output_format_for(first.meta.format, options.output.format)
+    base = run.out_dir / base_name
+    paths = output_paths(predictor.spec, base, fmt)
+    extra = run.kind.extra_paths(base)
+    wanted = {**paths, **extra}
+    todo = {key: p for key, p in wanted.items() if options.output.overwrite or not p.exists()}
+    if not todo:
+        summary.skipped.append(name_from.path)
+        return
+    summary.notes.extend(f"warning: {name_from.path}: {w}" for w in check_input(predictor.spec.emzoo, first))
+    streamed = (
+        run.kind.streams
+        and should_stream(predictor, images, fmt, options)
+        and _stream_one(run, first, name_from, paths, fmt, summary)
+    )
+    if streamed:
+        summary.written.extend(paths.values())
+        summary.done.append(name_from.path)
+        return
+    if options.inputs.slices and takes_slices(images):
+        results = predict_slices(predictor, images, progress=run.on_tile)
+    else:
+        results = predictor.predict(images, progress=run.on_tile)
+    sample = Sample(first, name_from.relative, results, {k: p for k, p in todo.items() if k in extra}, base)
+    finished = run.kind.finish_sample(sample, options.output)
+    summary.written += finished.written
+    if finished.row is not None:
+        summary.rows.append(finished.row)
+    for tid, path in todo.items():
+        if tid in paths:
+            summary.written.append(write_output(path, predictor.spec.output(tid), results[tid], fmt))
+    summary.done.append(name_from.path)
+
+
+def _stream_one(
+    run: _Run, image: Image, item: InputFile, paths: dict[str, Path], fmt: str, summary: Summary
+) -> bool:
+    """Predict out of core; False when the model cannot stream and streaming was only the default."""
+    from emzoo.drivers import streaming
+
+    options = run.options
+    output = replace(options.output, format=fmt)
+    try:
+        if options.stream.client is not None:
+            from emzoo.drivers.distributed import InputRef, run_distributed
+
+            source = InputRef(str(item.path.resolve()), options.inputs.stack)
+            result = run_distributed(
+                run.predictor,
+                image,
+                source,
+                paths,
+                output=output,
+                inputs=options.inputs,
+                stream=options.stream,
+                progress=run.on_tile,
+            )
+        else:
+            result = streaming.predict_streaming(
+                run.predictor,
+                image,
+                paths,
+                output=output,
+                inputs=options.inputs,
+                stream=options.stream,
+                progress=run.on_tile,
+            )
+    except UsageError as e:
+        if options.stream.enabled is not None or options.stream.client is not None:
+            raise
+        log.warning("%s: predicted in memory: %s", item.path, e)
+        return False
+    summary.notes.extend(f"{item.path}: {note}" for note in result.notes)
+    return True

@@ -1,0 +1,90 @@
+"""Where the outputs of a run go and how one output tensor is written: names, formats, value tables.
+
+>>> output_format_for("mrc", None), output_format_for("png", None), output_format_for("mrc", "tiff")
+('mrc', 'tiff', 'tiff')
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emzoo.atomic import write_text_atomic
+from emzoo.io import Image, InputFile, write_image
+from emzoo.io.lookup import get_writer
+from emzoo.io.write import writable_dtype
+from emzoo.package.spec import ModelSpec, TensorSpec
+
+# the default output format follows the input where emzoo can write that format
+_FOLLOW_INPUT = {"mrc": "mrc", "ome-zarr": "ome-zarr", "zarr": "ome-zarr"}
+_KNOWN_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
+
+
+def stem(path: Path) -> str:
+    """The file name without its suffix (also double suffixes such as ``.ome.tif``)."""
+    name = path.name
+    for suffix in _KNOWN_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def output_format_for(image_format: str, requested: str | None) -> str:
+    return requested or _FOLLOW_INPUT.get(image_format, "tiff")
+
+
+def output_stems(items: Sequence[InputFile]) -> dict[Path, str]:
+    """``<relative folder>/<stem>`` per input; inputs that would share one (a.png, a.tif) keep their
+    suffix in it (``a_png``, ``a_tif``)."""
+    plain = {f.path: str(f.relative.parent / stem(f.path)) for f in items}
+    counts: dict[str, int] = {}
+    for name in plain.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        f.path: plain[f.path]
+        if counts[plain[f.path]] == 1
+        else plain[f.path] + "_" + f.path.suffix.lstrip(".")
+        for f in items
+    }
+
+
+def is_value_table(tensor: TensorSpec) -> bool:
+    """Outputs without spatial axes (class scores, a count) are written as one-row CSV tables."""
+    return not any(a.is_spatial for a in tensor.axes)
+
+
+def output_paths(spec: ModelSpec, base: Path, fmt: str) -> dict[str, Path]:
+    """One path per output tensor: ``<base>_<output id><suffix>`` (``base``: OUT/<folder>/<stem>)."""
+    paths = {}
+    for t in spec.outputs:
+        suffix = ".csv" if is_value_table(t) else get_writer(fmt).suffix
+        paths[t.id] = base.with_name(f"{base.name}_{t.id}{suffix}")
+    return paths
+
+
+def _channel_names(tensor: TensorSpec) -> tuple[str, ...]:
+    return next((a.channel_names for a in tensor.axes if a.type == "channel"), ())
+
+
+def write_value_table(path: Path, image: Image, channel_names: Sequence[str]) -> Path:
+    values = np.asarray(image.data).reshape(-1)
+    names = (
+        list(channel_names) if len(channel_names) == values.size else [f"v{i}" for i in range(values.size)]
+    )
+    buf = _io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(names)
+    writer.writerow([f"{v:.6g}" for v in values])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_output(path: Path, tensor: TensorSpec, image: Image, fmt: str) -> Path:
+    """Write one output tensor: a value table (``.csv``) or an image in ``fmt``, atomically."""
+    if path.suffix == ".csv":
+        return write_value_table(path, image, _channel_names(tensor))
+    data = np.asarray(image.data)
+    return write_image(path, data.astype(writable_dtype(data.dtype), copy=False), image.meta, format=fmt)

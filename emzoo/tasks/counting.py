@@ -1,0 +1,289 @@
+"""Counts and object centres from the density (or centre heat) maps of counting models.
+
+A package *counts* when its ``config.emzoo`` holds a ``counting`` entry (the packager writes it from
+``package_module(..., extra_config={"counting": {...}})``)::
+
+    counting:
+      output: density          # id of the output map (same spatial axes and size as the input)
+      count: integral          # "integral": count = sum of the map (each object adds 1)
+                               # "peaks": count = number of centres found
+      min_distance_px: 3       # centres are local maxima at least this far apart (px)
+      threshold: 0.0015        # ... whose (smoothed) map value is above this
+      smooth_sigma_px: 1.0     # Gaussian smoothing of the map before the maxima are searched (0: none)
+
+Everything here is a pure function of arrays (numpy and scipy; Pillow for the overlay): the caller
+predicts, these turn the map into a count, a table of centres (``y, x, score``), a summary row and an
+overlay PNG.
+
+>>> import numpy as np
+>>> density = np.zeros((32, 32), np.float32)
+>>> density[8, 8] = density[20, 24] = 1.0
+>>> result = count_map(density, CountingConfig(output="density", min_distance_px=2, threshold=0.5))
+>>> round(result.count, 3), result.centres[:, :2].tolist()
+(2.0, [[8.0, 8.0], [20.0, 24.0]])
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from emzoo.atomic import atomic_path, write_text_atomic
+from emzoo.errors import InputError, PackageError
+
+__all__ = [
+    "CountResult",
+    "CountingConfig",
+    "count_map",
+    "count_outputs",
+    "counting_config",
+    "find_centres",
+    "render_overlay",
+    "summary_row",
+    "write_centres_csv",
+    "write_counts_csv",
+]
+
+CountMethod = Literal["integral", "peaks"]
+SUMMARY_COLUMNS = ("file", "count", "n_centres")
+_KEYS = {"output", "count", "min_distance_px", "threshold", "smooth_sigma_px"}
+
+
+@dataclass(frozen=True)
+class CountingConfig:
+    """How a counting package turns its output map into a count and centres (``config.emzoo.counting``)."""
+
+    output: str
+    count: CountMethod = "integral"
+    min_distance_px: int = 3
+    threshold: float = 0.0
+    smooth_sigma_px: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "config.emzoo.counting") -> CountingConfig:
+        """Checked construction; every problem raises :class:`PackageError` naming the key."""
+        if not isinstance(d, Mapping):
+            raise PackageError(f"{where} must be a mapping like {{'output': 'density'}}, not {d!r}")
+        unknown = sorted(set(d) - _KEYS)
+        if unknown:
+            raise PackageError(
+                f"{where} has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})"
+            )
+        if not isinstance(d.get("output"), str) or not d["output"]:
+            raise PackageError(
+                f"{where}.output must name the output map (e.g. 'density'), got {d.get('output')!r}"
+            )
+        method = d.get("count", "integral")
+        if method not in ("integral", "peaks"):
+            raise PackageError(f"{where}.count must be 'integral' or 'peaks', got {method!r}")
+        try:
+            distance = int(d.get("min_distance_px", 3))
+            threshold = float(d.get("threshold", 0.0))
+            smooth = float(d.get("smooth_sigma_px", 0.0))
+        except (TypeError, ValueError) as e:
+            raise PackageError(
+                f"{where}: min_distance_px, threshold and smooth_sigma_px must be numbers ({e})"
+            ) from None
+        if distance < 1:
+            raise PackageError(f"{where}.min_distance_px must be >= 1, got {distance}")
+        if smooth < 0 or not np.isfinite(threshold):
+            raise PackageError(f"{where}: smooth_sigma_px must be >= 0 and threshold finite")
+        return cls(str(d["output"]), method, distance, threshold, smooth)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "count": self.count,
+            "min_distance_px": self.min_distance_px,
+            "threshold": self.threshold,
+            "smooth_sigma_px": self.smooth_sigma_px,
+        }
+
+
+@dataclass(frozen=True)
+class CountResult:
+    """The count of one image and its centres: ``centres`` is ``(n, ndim + 1)``, one row per centre
+    with its pixel coordinates (``axes``, e.g. ``y, x``) and the map value there (``score``), highest
+    score first."""
+
+    count: float
+    centres: np.ndarray
+    axes: str = "yx"
+    method: CountMethod = "integral"
+
+    @property
+    def n_centres(self) -> int:
+        return len(self.centres)
+
+
+def counting_config(spec) -> CountingConfig | None:
+    """The counting settings of a package (a :class:`~emzoo.package.spec.ModelSpec` or an opened
+    :class:`~emzoo.package.load.ModelPackage`), or None when it does not count."""
+    spec = getattr(spec, "spec", spec)
+    entry = (spec.emzoo or {}).get("counting")
+    if entry is None:
+        return None
+    config = CountingConfig.from_dict(entry)
+    ids = [t.id for t in spec.outputs]
+    if config.output not in ids:
+        raise PackageError(
+            f"config.emzoo.counting.output {config.output!r} is not an output of {spec.name!r} "
+            f"(outputs: {', '.join(ids)})"
+        )
+    if not spec.output(config.output).spatial_axes:
+        raise PackageError(
+            f"config.emzoo.counting.output {config.output!r} has no spatial axes: counting needs a map"
+        )
+    return config
+
+
+def _as_map(density) -> np.ndarray:
+    """A 2D (y, x) or 3D (z, y, x) float map; leading length-1 axes (batch, channel) are dropped."""
+    m = np.asarray(density, dtype=np.float32)
+    while m.ndim > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim not in (2, 3):
+        raise InputError(f"a counting map must be 2D (y, x) or 3D (z, y, x), got shape {np.shape(density)}")
+    return m
+
+
+def find_centres(
+    density,
+    *,
+    min_distance_px: int = 3,
+    threshold: float = 0.0,
+    smooth_sigma_px: float = 0.0,
+) -> np.ndarray:
+    """Local maxima of a map: ``(n, ndim + 1)`` rows of pixel coordinates and the (smoothed) map value.
+
+    A pixel is a centre when no pixel within ``min_distance_px`` (a square/cubic window) is higher,
+    its value is above ``threshold`` and no higher (or equal, earlier) centre lies within that
+    window; flat tops count once (their first pixel). Rows are sorted by value, highest first.
+    """
+    from scipy import ndimage
+
+    if min_distance_px < 1:
+        raise ValueError(f"min_distance_px must be >= 1, got {min_distance_px}")
+    m = _as_map(density)
+    if smooth_sigma_px > 0:
+        m = ndimage.gaussian_filter(m, smooth_sigma_px, mode="nearest")
+    d = int(min_distance_px)
+    peaks = (m == ndimage.maximum_filter(m, size=2 * d + 1, mode="nearest")) & (m > threshold)
+    found = np.argwhere(peaks)  # raster order
+    if len(found) == 0:
+        return np.zeros((0, m.ndim + 1), np.float64)
+    labels, _ = ndimage.label(peaks, structure=np.ones((3,) * m.ndim, bool))
+    _, first = np.unique(labels[tuple(found.T)], return_index=True)  # one pixel per flat top
+    found = found[np.sort(first)]
+    scores = m[tuple(found.T)].astype(np.float64)
+    # greedy suppression, highest first (ties: first in raster order): equal maxima closer than
+    # min_distance_px (e.g. flat tops) keep one centre
+    blocked = np.zeros(m.shape, bool)
+    keep = []
+    for k in np.lexsort((*found.T[::-1], -scores)):
+        point = found[k]
+        if blocked[tuple(point)]:
+            continue
+        keep.append(k)
+        blocked[tuple(slice(max(c - d, 0), c + d + 1) for c in point)] = True
+    return np.column_stack([found[keep].astype(np.float64), scores[keep]])
+
+
+def count_map(density, config: CountingConfig) -> CountResult:
+    """Count and centres of one map, as ``config`` says (the count of ``"integral"`` is the plain sum
+    of the unsmoothed map, negative values included, so that noise cancels on average)."""
+    m = _as_map(density)
+    centres = find_centres(
+        m,
+        min_distance_px=config.min_distance_px,
+        threshold=config.threshold,
+        smooth_sigma_px=config.smooth_sigma_px,
+    )
+    count = float(m.sum(dtype=np.float64)) if config.count == "integral" else float(len(centres))
+    return CountResult(count, centres, "yx" if m.ndim == 2 else "zyx", config.count)
+
+
+def count_outputs(outputs: Mapping[str, Any], config: CountingConfig) -> CountResult:
+    """:func:`count_map` of the counting output among a prediction's outputs (arrays or
+    :class:`~emzoo.io.meta.Image`, as ``Predictor.predict`` returns them)."""
+    if config.output not in outputs:
+        raise InputError(f"the prediction has no output {config.output!r} (it has: {', '.join(outputs)})")
+    value = outputs[config.output]
+    return count_map(getattr(value, "data", value), config)
+
+
+def write_centres_csv(path: str | Path, result: CountResult) -> Path:
+    """``<stem>_centres.csv``: one row per centre, ``y,x,score`` (``z,y,x,score`` in 3D), pixel
+    coordinates of the input image (row, column from the top left)."""
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*result.axes, "score"])
+    ndim = len(result.axes)
+    for row in result.centres:
+        writer.writerow([*(int(v) for v in row[:ndim]), f"{row[ndim]:.6g}"])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def summary_row(file: str | Path, result: CountResult) -> dict[str, Any]:
+    """One row of the summary table: ``{"file", "count", "n_centres"}`` (count rounded to 0.01)."""
+    return {"file": str(file), "count": round(result.count, 2), "n_centres": result.n_centres}
+
+
+def write_counts_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """``counts.csv``: the summary rows (:func:`summary_row`), one per image, in the given order."""
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def _gray(image, axes: str | None) -> np.ndarray:
+    """A 2D float view of an image: channels averaged, ``axes`` like ``yx``, ``yxc``, ``cyx``."""
+    a = np.asarray(image)
+    if axes is None:
+        axes = {2: "yx", 3: "yxc" if a.shape[-1] in (3, 4) else "cyx"}.get(a.ndim, "")
+    if len(axes) != a.ndim or set(axes) - set("cyx"):
+        raise InputError(
+            f"an overlay needs a 2D image (axes yx, yxc or cyx), got shape {a.shape}, axes {axes!r}"
+        )
+    if "c" in axes:
+        a = a.astype(np.float32).mean(axis=axes.index("c"))
+    return a.astype(np.float32)
+
+
+def render_overlay(
+    image,
+    result: CountResult,
+    path: str | Path,
+    *,
+    axes: str | None = None,
+    radius: int | None = None,
+    color: tuple[int, int, int] = (255, 40, 40),
+) -> Path:
+    """``<stem>_overlay.png``: the image (grey, stretched between its 0.5 and 99.5 percentiles) with a
+    circle around every centre and the count written in the corner. 2D only."""
+    from PIL import Image, ImageDraw
+
+    if result.axes != "yx":
+        raise InputError("overlays are drawn for 2D images only")
+    g = _gray(image, axes)
+    lo, hi = np.percentile(g, [0.5, 99.5])
+    grey = (np.clip((g - lo) / max(float(hi - lo), 1e-12), 0, 1) * 255).astype(np.uint8)
+    canvas = Image.fromarray(grey).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    r = radius if radius is not None else max(3, round(max(g.shape) / 400))
+    width = max(1, r // 3)
+    for y, x in result.centres[:, :2]:
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=color, width=width)
+    draw.text((4, 4), f"count {result.count:.1f}, centres {result.n_centres}", fill=(255, 255, 0))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(path)

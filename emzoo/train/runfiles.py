@@ -1,0 +1,147 @@
+"""What a run folder holds on disk, all written atomically (a temporary sibling, then a rename), so
+that an interruption leaves the previous file intact and never half a row or half a document:
+
+* the text files: ``log.csv`` (one row per epoch), ``config.json``, ``metrics.json``;
+* the checkpoints: ``weights/best.pt`` (a plain state dict) and ``weights/latest.pt`` (all that
+  ``--resume`` needs), both loadable with ``torch.load(..., weights_only=True)``.
+
+Torch is imported only by the checkpoint functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emzoo.atomic import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+# -- text files ---------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON without NaN/inf (written as null) and with paths as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(_plain(data), indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """All rows (dicts); the columns are the union of their keys in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state dict alone (CPU tensors): what the packager loads."""
+    _atomic_save(cpu_state_dict(model), path)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states of torch (CPU and CUDA), numpy and Python."""
+    import torch
+
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_numpy_state_from_plain(state["numpy"]))
+    random.setstate(_python_state_from_plain(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# weights_only loading accepts tensors, lists, dicts and scalars: store the RNG states in those
+def _numpy_state_to_plain(s: tuple) -> dict[str, Any]:
+    import torch
+
+    return {"kind": s[0], "keys": torch.from_numpy(s[1].astype(np.int64)), "pos": s[2], "gauss": list(s[3:])}
+
+
+def _numpy_state_from_plain(d: dict[str, Any]) -> tuple:
+    return (d["kind"], d["keys"].numpy().astype(np.uint32), d["pos"], *d["gauss"])
+
+
+def _python_state_to_plain(s: tuple) -> dict[str, Any]:
+    return {"version": s[0], "state": list(s[1]), "gauss": s[2]}
+
+
+def _python_state_from_plain(d: dict[str, Any]) -> tuple:
+    return (d["version"], tuple(d["state"]), d["gauss"])
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    """Write the full training state (model, optimizer, epoch, RNG states, log rows...)."""
+    _atomic_save(state, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The training state on the CPU (``load_state_dict`` moves weights and optimizer state to the
+    model's device; the RNG states must stay on the CPU)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,94 @@
+"""Planning is a pure function: grid + outputs + settings + receptive field -> a plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from emzoo.errors import UsageError
+from emzoo.package.spec import SizeRule
+from emzoo.runtime.planning import GridAxis, OutputPlan, needs_receptive_field, plan_tiles
+from emzoo.runtime.settings import DeviceSpec, TileSettings
+from emzoo.runtime.tiling import OutputAxisMap
+
+RULE = SizeRule(min=64, step=16)
+
+
+def _grid(length: int):
+    grid = (GridAxis("y", length, RULE, (1,)), GridAxis("x", length, RULE, (2,)))
+    outputs = {"prob": OutputPlan(dims=(1, 2), maps=(OutputAxisMap(), OutputAxisMap()), halos=(0, 0))}
+    return grid, outputs
+
+
+def test_a_small_image_is_one_block_and_needs_no_receptive_field():
+    grid, outputs = _grid(300)
+    assert not needs_receptive_field(grid, outputs, TileSettings(), device="cpu")
+    plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=None)
+    assert plan.n_tiles == 1 and [a.block for a in plan.axes] == [304, 304]
+    assert [a.halo for a in plan.axes] == [0, 0]
+
+
+def test_a_large_image_gets_a_halo_that_covers_the_receptive_field():
+    grid, outputs = _grid(3000)
+    assert needs_receptive_field(grid, outputs, TileSettings(), device="cpu")
+    plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=[40, 40])
+    assert plan.n_tiles > 1
+    assert all(a.halo >= 42 and a.blend == 0 for a in plan.axes)  # 40 px + the 2 px margin
+    assert all(RULE.accepts(a.block) and a.block <= 768 for a in plan.axes)
+    # the same inputs give the same plan: nothing is measured or cached inside
+    assert plan == plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=[40, 40])
+
+
+def test_given_halo_and_blend_need_no_probe_and_are_kept():
+    grid, outputs = _grid(3000)
+    settings = TileSettings(tile=(256,), halo=16, blend=8)
+    assert not needs_receptive_field(grid, outputs, settings, device="cpu")
+    plan = plan_tiles(grid, outputs, settings, device="cpu", receptive_field=None)
+    assert [(a.block, a.halo, a.blend) for a in plan.axes] == [(256, 16, 8)] * 2
+
+
+def test_gpu_batches_blocks_and_cpu_does_not():
+    grid, outputs = _grid(3000)
+    rf = [10, 10]
+    assert plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=rf).batch_size == 1
+    assert plan_tiles(grid, outputs, TileSettings(), device="cuda:1", receptive_field=rf).batch_size == 4
+    unbatchable = plan_tiles(
+        grid, outputs, TileSettings(), device="cuda", receptive_field=rf, batchable=False
+    )
+    assert unbatchable.batch_size == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (TileSettings(tile=(100,)), r"^tile 100: the model takes 64\+16k px along y; use 112$"),
+        (TileSettings(tile=(64, 64, 64)), r"^tile takes 1 or 2 sizes for this model, got 3$"),
+    ],
+)
+def test_bad_tiles_are_usage_errors_that_name_the_parameter(settings, message):
+    grid, outputs = _grid(3000)
+    with pytest.raises(UsageError, match=message) as caught:
+        plan_tiles(grid, outputs, settings, device="cpu", receptive_field=None)
+    assert caught.value.parameters() == ["tile"]
+    assert caught.value.render({"tile": "--tile"}).startswith("--tile")
+
+
+@pytest.mark.parametrize(
+    ("make", "parameter"),
+    [
+        (lambda: TileSettings(halo=-5), "halo"),
+        (lambda: TileSettings(blend=-40), "blend"),
+        (lambda: TileSettings(tile=(0,)), "tile"),
+        (lambda: TileSettings(batch_size=0), "batch_size"),
+        (lambda: DeviceSpec.parse("banana"), "device"),
+    ],
+)
+def test_impossible_settings_are_refused_when_the_record_is_made(make, parameter):
+    with pytest.raises(UsageError) as caught:
+        make()
+    assert caught.value.parameters() == [parameter]
+
+
+def test_device_spec_keeps_the_index():
+    assert DeviceSpec.parse("cuda:1") == DeviceSpec("cuda", 1)
+    assert str(DeviceSpec.parse(" CUDA:1 ")) == "cuda:1"
+    assert DeviceSpec.parse(None) == DeviceSpec("auto")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-PARAMETER = re.compile(r"\{([a-z][a-z0-9_]*)(?:=([^{}\s]+))?\}")
+PARAMETER = re.compile(r"(?<!\{)\{([a-z][a-z0-9_]*)(?:=([^{}\s]+))?\}(?!\})")
+_ESCAPED = re.compile(r"\{\{|\}\}")
 Names = Mapping[str, str] | Callable[[str, str | None], str | None]
 
 
@@ -41,7 +42,17 @@ def render(template: str, names: Names | None = None) -> str:
                 shown = f"{shown} {value}"
         return shown if shown is not None else plain
 
-    return PARAMETER.sub(sub, template)
+    return _ESCAPED.sub(lambda m: m.group(0)[0], PARAMETER.sub(sub, template))
+
+
+def literal(text: object) -> str:
+    """``text`` (a path, a user's value) escaped for a message template, so that braces in it are
+    shown as they are and never taken for a parameter.
+
+    >>> str(InputError(f"{literal('in/{tile}.tif')}: not an image"))
+    'in/{tile}.tif: not an image'
+    """
+    return str(text).replace("{", "{{").replace("}", "}}")
 
 
 class EmzooError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,9 +10,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from emzoo.checks.core import run_core_test
-from emzoo.errors import EmzooError
+from emzoo.errors import EmzooError, Names, render
 from emzoo.package.load import ModelPackage, open_model
+from emzoo.runtime.backends import code_refusal
 from emzoo.runtime.predictor import Predictor
+
+# the framework each weight format needs, and the extra of emzoo that installs it
+FRAMEWORKS = {"onnx": "onnxruntime", "torchscript": "torch", "pytorch_state_dict": "torch"}
+EXTRAS = {"onnxruntime": "cpu", "torch": "train"}
+
+
+def missing_framework(weight_format: str) -> str | None:
+    """The framework ``weight_format`` needs when it is not installed (e.g. ``torch`` after the plain
+    install, which brings onnxruntime only), else None."""
+    module = FRAMEWORKS.get(weight_format)
+    if module is None:
+        return None
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else module
 
 
 @dataclass(frozen=True)
@@ -19,7 +38,7 @@ class CheckResult:
     package: str
     name: str
     weights: str
-    passed: bool
+    passed: bool | None  # None: not run (the message says why)
     message: str
     seconds: float
 
@@ -53,12 +72,25 @@ def _timed(package: str, name: str, weights: str, fn: Callable[[], tuple[bool, s
 
 
 def test_package(
-    source: str, *, weight_formats: list[str] | None = None, run_bioimageio: bool = True, device: str = "cpu"
+    source: str,
+    *,
+    weight_formats: list[str] | None = None,
+    run_bioimageio: bool = True,
+    device: str = "cpu",
+    trust_package_code: bool = False,
+    names: Names | None = None,
 ) -> list[CheckResult]:
-    """Format validation, then for every weight format: emzoo's reproduction and bioimageio.core's test."""
+    """Format validation, then for every weight format: emzoo's reproduction and bioimageio.core's test.
+
+    Weights that need the package's own code (``pytorch_state_dict``) are tested only when it is
+    trusted (``trust_package_code``, see :mod:`emzoo.package.trust`); else both their checks are
+    reported as not run (``passed=None``), and bioimageio.core is not called for them. ``names``
+    shows the parameters in those reasons (the CLI's flags; see :func:`emzoo.errors.render`).
+    Weights whose framework is not installed (torch after the plain install) are not run either,
+    with the install command as the reason, unless they were asked for in ``weight_formats``."""
     start = time.perf_counter()
     try:
-        package = open_model(source, use_cache=False)
+        package = open_model(source, use_cache=False, trust_package_code=trust_package_code)
     except EmzooError as e:
         return [
             CheckResult(source, "format (bioimageio.spec)", "-", False, str(e), time.perf_counter() - start)
@@ -75,12 +107,29 @@ def test_package(
         )
     ]
     formats = weight_formats or spec.weight_formats()
+    checks = ["reproduce test outputs (emzoo)"] + ["bioimageio.core test_model"] * run_bioimageio
     for fmt in formats:
+        absent = missing_framework(fmt)
+        if absent is not None and fmt not in (weight_formats or ()):
+            reason = f'skipped (pip install "emzoo[{EXTRAS[absent]}]")'
+            results += [CheckResult(source, c, fmt, None, reason, 0.0) for c in checks]
+            continue
+        why = code_refusal(package, spec.weights[fmt]) if fmt in spec.weights else None
+        if why is not None:
+            results += [
+                CheckResult(source, c, fmt, None, f"not run: {render(why, names)}", 0.0) for c in checks
+            ]
+            continue
         results.append(
             _timed(source, "reproduce test outputs (emzoo)", fmt, lambda f=fmt: reproduce(package, f, device))
         )
         if run_bioimageio:
             results.append(
-                _timed(source, "bioimageio.core test_model", fmt, lambda f=fmt: run_core_test(package.rdf, f))
+                _timed(
+                    source,
+                    "bioimageio.core test_model",
+                    fmt,
+                    lambda f=fmt: run_core_test(package.rdf, f, code_trusted=True),
+                )
             )
     return results

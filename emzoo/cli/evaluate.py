@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from emzoo.cli.options import weights_option
+from emzoo.errors import UsageError
 
 
 @click.command("evaluate")
@@ -30,6 +31,11 @@ def command(model, images, labels, usecase, weight_format, output):
     the use case's metrics (per image and mean)."""
     from emzoo.train.evaluation import evaluate_folders
 
+    if output:  # a report that cannot be written is refused before the model runs
+        folder = Path(output).absolute().parent
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"--output {output}: {existing} is a file, not a folder; give another path")
     report = evaluate_folders(model, Path(images), Path(labels), usecase=usecase, weight_format=weight_format)
     names = list(report["metrics"])
     click.echo(
@@ -41,5 +47,7 @@ def command(model, images, labels, usecase, weight_format, output):
         click.echo(Path(s["image"]).name.ljust(width) + "".join(f"{s['metrics'][n]:20.4f}" for n in names))
     click.echo("mean".ljust(width) + "".join(f"{report['metrics'][n]:20.4f}" for n in names))
     if output:
-        Path(output).write_text(json.dumps(report, indent=2))
+        from emzoo.atomic import write_text_atomic
+
+        write_text_atomic(output, json.dumps(report, indent=2))
         click.echo(f"report saved to {output}", err=True)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from emzoo.cli.options import device_option, output_dir_option, overwrite_option, weights_option
+from emzoo.cli.options import (
+    device_option,
+    output_dir_option,
+    overwrite_option,
+    trust_option,
+    weights_option,
+)
 from emzoo.errors import UsageError
 
 
@@ -32,9 +38,12 @@ from emzoo.errors import UsageError
     help="pytorch_state_dict or torchscript (default: the first of these the package has; ONNX "
     "weights carry no gradients).",
 )
+@trust_option
 @device_option
 @overwrite_option("Replace existing outputs.")
-def command(model, inputs, out_dir, output_id, channel, layer, weight_format, device, overwrite):
+def command(
+    model, inputs, out_dir, output_id, channel, layer, weight_format, trust_package_code, device, overwrite
+):
     """Explain what the image-to-value model MODEL (class scores, a count) looked at in each of INPUTS
     (files, folders, globs): a Grad-CAM map per image.
 
@@ -47,13 +56,18 @@ def command(model, inputs, out_dir, output_id, channel, layer, weight_format, de
     """
     if not inputs:
         raise UsageError("give at least one INPUT image (files, folders or globs) after the model")
+    from emzoo.runtime.settings import DeviceSpec
+
+    device = str(DeviceSpec.parse(device))  # checked before the package is opened
     from PIL import Image as PILImage
 
     from emzoo.atomic import atomic_path
     from emzoo.io import ImageMeta, expand_inputs, read_image, write_image
+    from emzoo.package.load import open_model
     from emzoo.tasks.explain import Explainer, overlay_rgb
 
-    explainer = Explainer(model, output=output_id, weight_format=weight_format, layer=layer, device=device)
+    package = open_model(model, trust_package_code=trust_package_code)
+    explainer = Explainer(package, output=output_id, weight_format=weight_format, layer=layer, device=device)
     out = Path(out_dir)
     for item in expand_inputs(list(inputs)):
         base = out / item.relative.parent / Path(item.relative.name).stem

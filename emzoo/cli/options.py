@@ -61,6 +61,15 @@ def weights_option(
     return click.option("--weights", "weight_format", default=None, help=help)
 
 
+def trust_option(fn):
+    return click.option(
+        "--trust-package-code",
+        is_flag=True,
+        help="Run the package's own Python code, which pytorch_state_dict weights need (their "
+        "architecture file): only for packages you trust. Also: EMZOO_TRUST_PACKAGE_CODE=1.",
+    )(fn)
+
+
 def output_dir_option(default: str, help: str):
     return click.option(
         "-o",

@@ -13,6 +13,7 @@ from emzoo.cli.options import (
     output_dir_option,
     overwrite_option,
     quiet_option,
+    trust_option,
     weights_option,
 )
 from emzoo.errors import UsageError
@@ -144,9 +145,10 @@ def _stream_options(fn):
 
 
 def _samples(
-    predictor, inputs: tuple[str, ...], named: tuple[str, ...], stack: bool
+    predictor, inputs: tuple[str, ...], named: tuple[str, ...], stack: bool, notes: list[str]
 ) -> list[dict[str, InputFile]]:
-    """``{input id: file}`` per sample, from the arguments or from --input ID=PATH."""
+    """``{input id: file}`` per sample, from the arguments or from --input ID=PATH (what the search
+    of folders skipped goes to ``notes``)."""
     input_ids = [t.id for t in predictor.spec.inputs]
     if named:
         if inputs:
@@ -158,7 +160,7 @@ def _samples(
             f"give each with --input ID=PATH, e.g. --input {input_ids[0]}=a.tif "
             f"--input {input_ids[1]}=b.tif"
         )
-    files = _stack_folders(inputs) if stack else expand_inputs(list(inputs))
+    files = _stack_folders(inputs) if stack else expand_inputs(list(inputs), notes)
     return [{input_ids[0]: f} for f in files]
 
 
@@ -196,6 +198,7 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
     help="One per input tensor, for models with several inputs.",
 )
 @weights_option()
+@trust_option
 @device_option
 @_tiling_options
 @click.option(
@@ -204,6 +207,12 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
     metavar="FORMAT",
     help="tiff, mrc, ome-zarr, npy or png (default: follows the input: MRC -> mrc, Zarr -> ome-zarr, "
     "else tiff). Outputs keep the input's pixel size.",
+)
+@click.option(
+    "--keep-axes",
+    is_flag=True,
+    help="Write each output with every axis its package declares but batch, in its order (default: "
+    "a channel axis of length 1 is dropped too: a (1,1,1,512,512) output is written as 1x512x512).",
 )
 @click.option("--slices", is_flag=True, help="Run a 2D model on each z slice of a volume (stats per slice).")
 @click.option(
@@ -224,15 +233,22 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
 
     MODEL is a bioimage.io package: a .zip, a folder, or its rdf.yaml. One output file is written per
     input and output tensor; outputs that exist already are skipped, so an interrupted run can simply be
-    started again (an interrupted out-of-core run resumes at the first unfinished chunk).
+    started again (an interrupted out-of-core run resumes at the first unfinished chunk). Outputs are
+    written without their batch axis and, unless --keep-axes, without a channel axis of length 1.
     """
     from emzoo.drivers.files import predict_samples
+    from emzoo.drivers.guards import check_run
     from emzoo.drivers.options import InputOptions, OutputOptions, RunOptions, StreamOptions
     from emzoo.runtime.predictor import Predictor
     from emzoo.runtime.settings import DeviceSpec, TileSettings
 
     # every option value is checked before the model loads or any file is read
-    output = OutputOptions(_output_format(options["output_format"]), options["overwrite"], options["overlay"])
+    output = OutputOptions(
+        _output_format(options["output_format"]),
+        options["overwrite"],
+        options["overlay"],
+        keep_axes=options["keep_axes"],
+    )
     if not inputs and not named:
         raise UsageError("give the images to predict: emzoo predict MODEL IMAGE_OR_FOLDER... [-o OUT]")
     stream = StreamOptions(
@@ -243,13 +259,20 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
     )
     run_options = RunOptions(output, InputOptions(options["slices"], options["stack"]), stream)
     predictor = Predictor(
-        model, weight_format=weight_format, device=DeviceSpec.parse(device), settings=settings
+        model,
+        weight_format=weight_format,
+        trust_package_code=options["trust_package_code"],
+        device=DeviceSpec.parse(device),
+        settings=settings,
     )
+    # the options that depend on the model: checked once it is loaded, before any file is read
+    check_run(predictor.spec, predictor.settings, run_options)
     if run_options.inputs.slices:
         from emzoo.drivers.slices import check_slices
 
         check_slices(predictor)
-    samples = _samples(predictor, inputs, named, run_options.inputs.stack)
+    notes: list[str] = []
+    samples = _samples(predictor, inputs, named, run_options.inputs.stack, notes)
     client = _connect(predictor, stream.client)
     if client is not None:
         run_options = RunOptions(
@@ -266,6 +289,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
     finally:
         if client is not None:
             client.close()
+    summary.notes[:0] = notes
     names = flag_names(click.get_current_context().command)
     for line in summary.lines(names):
         click.echo(line, err=bool(summary.failed) and line.startswith("  failed"))

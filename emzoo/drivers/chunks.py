@@ -69,6 +69,7 @@ class StreamPlan:
     min_size: tuple[int, ...]
     outputs: tuple[OutputLayout, ...]
     layout: Layout  # one sample's image axes -> the model input's axes
+    keep_axes: bool = False  # outputs keep every declared axis but batch (Predictor.to_image)
 
     @property
     def n_samples(self) -> int:
@@ -142,6 +143,7 @@ def plan_stream(
     *,
     slices: bool = False,
     chunk: int | tuple[int, ...] | None = None,
+    keep_axes: bool = False,
 ) -> StreamPlan:
     """Decide the chunks, their context and the output stores for streaming ``image`` through the model.
 
@@ -173,6 +175,12 @@ def plan_stream(
     letters = {g.id: g.id for g in plan.grid}
     if any(a not in "zyx" for a in letters):
         raise UsageError(f"out-of-core prediction cuts z, y and x only, not {', '.join(letters)}")
+    per_slice = processing.varying_axes(tensor.processing, tensor.axis_ids) & set(letters)
+    if per_slice:
+        raise UsageError(
+            f"input {tensor.id!r} is normalised per {'/'.join(sorted(per_slice))} position, along an "
+            "axis that chunks cut: run it in memory ({stream=False})"
+        )
     tiled = "".join(a for a in view.meta.axes if a in letters)
     order = [next(k for k, g in enumerate(plan.grid) if g.id == a) for a in tiled]
     ndim = len(tiled)
@@ -207,7 +215,7 @@ def plan_stream(
         chunks.append(_align_up(n, a))
         rule = plan.grid[k].rule
         mins.append(rule.fixed or rule.min or 1)
-    where = _Where(image, view, sample_axis, tiled, order, chunks)
+    where = _Where(image, view, sample_axis, tiled, order, chunks, keep_axes)
     outputs = [_output_layout(predictor, t, plan.outputs[t.id], where) for t in spec.outputs]
     return StreamPlan(
         input_id=tensor.id,
@@ -221,6 +229,7 @@ def plan_stream(
         min_size=tuple(mins),
         outputs=tuple(outputs),
         layout=layout,
+        keep_axes=keep_axes,
     )
 
 
@@ -234,6 +243,7 @@ class _Where:
     tiled: str
     order: list[int]
     chunks: list[int]
+    keep_axes: bool = False
 
 
 def _output_layout(predictor: Predictor, t: TensorSpec, out_plan: OutputPlan, where: _Where) -> OutputLayout:
@@ -248,7 +258,10 @@ def _output_layout(predictor: Predictor, t: TensorSpec, out_plan: OutputPlan, wh
         where.order,
         where.chunks,
     )
-    if any(processing.needs_stats(op) for op in t.processing):
+    spatial = {a.id for a in t.axes if a.is_spatial}
+    if any(processing.needs_own_stats(op) for op in t.processing) or (
+        processing.varying_axes(t.processing, t.axis_ids) & spatial
+    ):
         raise UsageError(
             f"output {t.id!r} is post-processed with statistics of the whole output "
             f"({', '.join(op.id for op in t.processing if processing.needs_stats(op))}), which "
@@ -267,7 +280,8 @@ def _output_layout(predictor: Predictor, t: TensorSpec, out_plan: OutputPlan, wh
             dummy_shape.append(axis.size)
         else:
             raise UsageError(f"output {t.id!r} has a data-dependent axis {axis.id!r}: it cannot be streamed")
-    sample_out = predictor.to_image(t, np.zeros(dummy_shape, np.float32), view.meta)
+    dummy = np.zeros(dummy_shape, np.float32)
+    sample_out = predictor.to_image(t, dummy, view.meta, keep_axes=where.keep_axes)
     per_sample = sample_out.meta.axes
     full_axes = (sample_axis or "") + per_sample
     shape = []

@@ -42,13 +42,20 @@ class ModelRef:
     weight_format: str | None = None
     device: DeviceSpec = field(default_factory=DeviceSpec)
     settings: TileSettings = field(default_factory=TileSettings)
+    trust_package_code: bool = False  # as the user said for the loaded model (emzoo.package.trust)
 
     @classmethod
     def of(cls, predictor: Predictor) -> ModelRef:
         """The reference of a loaded model: the device as requested (``cuda:1`` stays ``cuda:1``)."""
         source = Path(predictor.package.source)
         path = str(source.resolve()) if source.exists() else str(source)
-        return cls(path, predictor.weights.format, predictor.requested_device, predictor.settings)
+        return cls(
+            path,
+            predictor.weights.format,
+            predictor.requested_device,
+            predictor.settings,
+            predictor.package.trust_code,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,11 @@ def worker_predictor(model: ModelRef) -> Predictor:
     """The model, loaded once per process."""
     if model not in _PREDICTORS:
         _PREDICTORS[model] = Predictor(
-            model.path, weight_format=model.weight_format, device=model.device, settings=model.settings
+            model.path,
+            weight_format=model.weight_format,
+            trust_package_code=model.trust_package_code,
+            device=model.device,
+            settings=model.settings,
         )
     return _PREDICTORS[model]
 

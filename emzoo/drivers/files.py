@@ -5,6 +5,11 @@ lazy inputs (Zarr, MRC, uncompressed TIFF above :data:`STREAM_ABOVE_PIXELS`) and
 out of core, chunk by chunk (:mod:`emzoo.drivers.streaming`), optionally on a dask cluster
 (:mod:`emzoo.drivers.distributed`). Outputs keep the input's calibration; what a package's outputs
 mean beyond tensors (counts, centres) is its output kind's business (:mod:`emzoo.drivers.kinds`).
+
+Before any file is read the run's options are checked against the model; every input is guarded
+(:mod:`emzoo.drivers.guards`): emzoo's own outputs found among the inputs are left out, no output
+replaces an input or leaves the output folder, non-finite images and in-memory predictions beyond
+the memory available are refused, and a full disk is one line (``no space left on OUT``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emzoo.atomic import is_disk_full, no_space
+from emzoo.drivers import guards
 from emzoo.drivers.kinds import OutputKind, Sample, output_kind
 from emzoo.drivers.options import RunOptions
 from emzoo.drivers.outputs import output_format_for, output_paths, output_stems, write_output
 from emzoo.drivers.slices import predict_slices, takes_slices
-from emzoo.errors import EmzooError, Names, UsageError, render
+from emzoo.errors import EmzooError, Names, UsageError, literal, render
 from emzoo.io import Image, InputFile, read_image, read_slice_folder
 from emzoo.runtime import processing
 from emzoo.runtime.predictor import Predictor
@@ -49,14 +56,14 @@ class Summary:
             f"done: {len(self.done)}, skipped: {len(self.skipped)}, failed: {len(self.failed)}"
             f" ({self.seconds:.1f} s)"
         ]
-        out += [f"  failed {p}: {reason}" for p, reason in self.failed]
+        out += [f"  failed {literal(p)}: {reason}" for p, reason in self.failed]
         out += [f"  {note}" for note in self.notes]
         if self.skipped:
             out.append("  skipped inputs whose outputs exist already ({overwrite=True} replaces them)")
         return [render(line, names) for line in out]
 
 
-def _guarded(summary: Summary, path: Path, fn: Callable[[], None]) -> None:
+def _guarded(summary: Summary, path: Path, out_dir: Path, fn: Callable[[], None]) -> None:
     """Run one input's prediction; a failure is recorded in the summary, not raised."""
     try:
         fn()
@@ -64,6 +71,12 @@ def _guarded(summary: Summary, path: Path, fn: Callable[[], None]) -> None:
         summary.failed.append((path, e.template))
     except MemoryError:
         summary.failed.append((path, "out of memory: try a smaller {tile}"))
+    except OSError as e:
+        if not is_disk_full(e):
+            log.info("unexpected error on %s", path, exc_info=True)
+            summary.failed.append((path, f"{type(e).__name__}: {e}"))
+        else:  # a full disk outside the atomic writes (the chunks of an out-of-core run)
+            summary.failed.append((path, no_space(out_dir).template))
     except Exception as e:  # keep going with the other inputs; verbose logging has the traceback
         log.info("unexpected error on %s", path, exc_info=True)
         summary.failed.append((path, f"{type(e).__name__}: {e}"))
@@ -78,6 +91,7 @@ class _Run:
     out_dir: Path
     options: RunOptions
     on_tile: Callable[[int, int], None] | None
+    inputs: frozenset[Path] = frozenset()  # every input of the run, resolved: never overwritten
 
 
 def predict_samples(
@@ -94,9 +108,21 @@ def predict_samples(
 
     Failure reasons and notes in the summary name parameters as ``{name}`` templates
     (:class:`emzoo.errors.EmzooError`): ``Summary.lines`` gives them as they are; the CLI shows flags.
+    Options that do not fit the model raise :class:`UsageError` before any file is read.
     """
-    run = _Run(predictor, output_kind(predictor.spec), Path(out_dir), options or RunOptions(), on_tile)
+    options = options or RunOptions()
+    guards.check_run(predictor.spec, predictor.settings, options)
+    out_dir = Path(out_dir)
     summary = Summary()
+    samples, left_out = guards.own_outputs(samples, out_dir)
+    if left_out:
+        shown = ", ".join(literal(p) for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        summary.notes.append(
+            f"left out {len(left_out)} input(s) in {literal(out_dir)} that emzoo wrote (outputs of an "
+            f"earlier run, not predicted again): {shown}"
+        )
+    inputs = frozenset(guards.input_set(samples))
+    run = _Run(predictor, output_kind(predictor.spec), out_dir, options, on_tile, inputs)
     start = time.perf_counter()
     first_id = predictor.spec.inputs[0].id
     stems = output_stems([s[first_id] for s in samples])
@@ -104,7 +130,12 @@ def predict_samples(
         item = sample[first_id]
         if on_file is not None:
             on_file(item)
-        _guarded(summary, item.path, lambda s=sample, i=item: _predict_one(run, s, i, stems[i.path], summary))
+        _guarded(
+            summary,
+            item.path,
+            out_dir,
+            lambda s=sample, i=item: _predict_one(run, s, i, stems[i.path], summary),
+        )
     finished = run.kind.finish_run(run.out_dir, summary.rows)
     summary.written += finished.written
     summary.notes += finished.notes
@@ -143,24 +174,27 @@ def _predict_one(
     paths = output_paths(predictor.spec, base, fmt)
     extra = run.kind.extra_paths(base)
     wanted = {**paths, **extra}
+    guards.check_outputs(wanted.values(), run.inputs, run.out_dir)
     todo = {key: p for key, p in wanted.items() if options.output.overwrite or not p.exists()}
     if not todo:
         summary.skipped.append(name_from.path)
         return
-    summary.notes.extend(f"warning: {name_from.path}: {w}" for w in check_input(predictor.spec.emzoo, first))
-    streamed = (
-        run.kind.streams
-        and should_stream(predictor, images, fmt, options)
-        and _stream_one(run, first, name_from, paths, fmt, summary)
-    )
-    if streamed:
+    stream = run.kind.streams and should_stream(predictor, images, fmt, options)
+    if not stream:  # streamed chunks are checked as they are read (emzoo.drivers.streaming)
+        _check_in_memory(run, inputs, images, name_from)
+    with np.errstate(all="ignore"):  # the statistics of a bad image are refused below, not warned about
+        warnings = check_input(predictor.spec.emzoo, first)
+    summary.notes.extend(f"warning: {literal(name_from.path)}: {w}" for w in warnings)
+    if stream and _stream_one(run, first, name_from, paths, fmt, summary):
         summary.written.extend(paths.values())
         summary.done.append(name_from.path)
         return
+    if stream:  # the model cannot stream: predicted in memory after all
+        _check_in_memory(run, inputs, images, name_from)
     if options.inputs.slices and takes_slices(images):
-        results = predict_slices(predictor, images, progress=run.on_tile)
+        results = predict_slices(predictor, images, progress=run.on_tile, keep_axes=options.output.keep_axes)
     else:
-        results = predictor.predict(images, progress=run.on_tile)
+        results = predictor.predict(images, progress=run.on_tile, keep_axes=options.output.keep_axes)
     sample = Sample(first, name_from.relative, results, {k: p for k, p in todo.items() if k in extra}, base)
     finished = run.kind.finish_sample(sample, options.output)
     summary.written += finished.written
@@ -170,6 +204,15 @@ def _predict_one(
         if tid in paths:
             summary.written.append(write_output(path, predictor.spec.output(tid), results[tid], fmt))
     summary.done.append(name_from.path)
+
+
+def _check_in_memory(
+    run: _Run, inputs: dict[str, InputFile], images: dict[str, Image], name_from: InputFile
+) -> None:
+    """Before an in-memory prediction: enough memory for it, finite pixels in every input."""
+    guards.check_in_memory(run.predictor.spec, name_from.path, images[run.predictor.spec.inputs[0].id])
+    for tid, image in images.items():
+        guards.check_finite(inputs[tid].path, image)
 
 
 def _stream_one(
@@ -210,5 +253,5 @@ def _stream_one(
             raise
         log.warning("%s: predicted in memory: %s", item.path, e)
         return False
-    summary.notes.extend(f"{item.path}: {note}" for note in result.notes)
+    summary.notes.extend(f"{literal(item.path)}: {note}" for note in result.notes)
     return True

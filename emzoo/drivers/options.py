@@ -21,6 +21,7 @@ class OutputOptions:
     format: str | None = None  # None: follows the input (mrc -> mrc, zarr -> ome-zarr, else tiff)
     overwrite: bool = False  # replace outputs that exist (otherwise their inputs are skipped)
     overlay: bool = False  # output kinds that draw (counting): also write an overlay PNG
+    keep_axes: bool = False  # every axis the package declares but batch (default: a 1-channel axis dropped)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from emzoo.atomic import write_text_atomic
+from emzoo.errors import PackageError
 from emzoo.io import Image, InputFile, write_image
 from emzoo.io.lookup import get_writer
 from emzoo.io.write import writable_dtype
@@ -39,17 +40,35 @@ def output_format_for(image_format: str, requested: str | None) -> str:
 
 def output_stems(items: Sequence[InputFile]) -> dict[Path, str]:
     """``<relative folder>/<stem>`` per input; inputs that would share one (a.png, a.tif) keep their
-    suffix in it (``a_png``, ``a_tif``)."""
+    suffix in it (``a_png``, ``a_tif``); those that still share one (x/a.tif and y/a.tif given as two
+    arguments) are numbered in the order given (``a_tif``, ``a_tif_2``).
+
+    >>> files = [InputFile(Path(p), Path(Path(p).name)) for p in ("x/a.tif", "y/a.tif", "a.png")]
+    >>> list(output_stems(files).values())
+    ['a_tif', 'a_tif_2', 'a_png']
+    """
     plain = {f.path: str(f.relative.parent / stem(f.path)) for f in items}
     counts: dict[str, int] = {}
     for name in plain.values():
         counts[name] = counts.get(name, 0) + 1
-    return {
+    named = {
         f.path: plain[f.path]
         if counts[plain[f.path]] == 1
         else plain[f.path] + "_" + f.path.suffix.lstrip(".")
         for f in items
     }
+    taken = set(named.values())
+    seen: dict[str, int] = {}
+    for f in items:
+        name = named[f.path]
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            k = seen[name]
+            while f"{name}_{k}" in taken:
+                k += 1
+            named[f.path] = f"{name}_{k}"
+            taken.add(named[f.path])
+    return named
 
 
 def is_value_table(tensor: TensorSpec) -> bool:
@@ -57,12 +76,28 @@ def is_value_table(tensor: TensorSpec) -> bool:
     return not any(a.is_spatial for a in tensor.axes)
 
 
+def _file_part(tensor_id: str) -> str:
+    """A tensor id as part of a file name: no path separators, no dots alone, no control characters
+    (a package's ids must not steer outputs out of the output folder)."""
+    if (
+        not tensor_id
+        or tensor_id in (".", "..")
+        or any(c in tensor_id for c in "/\\:")
+        or any(ord(c) < 32 for c in tensor_id)
+    ):
+        raise PackageError(
+            f"the package names an output {tensor_id!r}, which cannot be part of a file name "
+            "(path separators, dots or control characters): refusing to write it"
+        )
+    return tensor_id
+
+
 def output_paths(spec: ModelSpec, base: Path, fmt: str) -> dict[str, Path]:
     """One path per output tensor: ``<base>_<output id><suffix>`` (``base``: OUT/<folder>/<stem>)."""
     paths = {}
     for t in spec.outputs:
         suffix = ".csv" if is_value_table(t) else get_writer(fmt).suffix
-        paths[t.id] = base.with_name(f"{base.name}_{t.id}{suffix}")
+        paths[t.id] = base.with_name(f"{base.name}_{_file_part(t.id)}{suffix}")
     return paths
 
 

@@ -99,7 +99,11 @@ def with_slice_axis(image: Image, reference: Image) -> Image:
 
 
 def predict_slices(
-    predictor: Predictor, images: Mapping[str, Image], *, progress: Progress | None = None
+    predictor: Predictor,
+    images: Mapping[str, Image],
+    *,
+    progress: Progress | None = None,
+    keep_axes: bool = False,
 ) -> dict[str, Image]:
     """Predict every z slice of the volume(s) as its own 2D sample; outputs are stacked along z.
 
@@ -114,7 +118,8 @@ def predict_slices(
     stacks: dict[str, np.ndarray] = {}
     metas: dict[str, Image] = {}  # the first slice's output: axes and in-plane calibration
     for z in range(n):
-        results = predictor.predict({tid: slice_image(image, z) for tid, image in images.items()})
+        slices = {tid: slice_image(image, z) for tid, image in images.items()}
+        results = predictor.predict(slices, keep_axes=keep_axes)
         for tid, image in results.items():
             data = np.asarray(image.data)
             if tid not in stacks:

@@ -83,6 +83,11 @@ class Stores:
         for out in plan.outputs:
             self.array(out.id)[plan.output_region(out, job)] = blocks[out.id]
 
+    def discard(self) -> None:
+        """Remove the partial stores (when not one chunk is done: nothing to resume)."""
+        for path in self.paths.values():
+            shutil.rmtree(path, ignore_errors=True)
+
     def mark_done(self, job: Job, seconds: float) -> None:
         """Record a finished chunk (after all its outputs are written), atomically."""
         folder = Path(self.record) / "done"

@@ -26,21 +26,29 @@ Design (see also ``docs/dask_clusters.md``, which runs the same chunks on a clus
   published, :func:`~emzoo.io.formats.zarr_store.finalize_ome_zarr`), the record removed and the
   stores renamed to their final names, so a partial output never looks complete. For MRC, TIFF or
   ``.npy`` outputs, the finished store is converted with the format's writer and removed.
+* **One writer per output.** From planning to finalisation a run holds the lock of each final output
+  (``.NAME.lock``, :func:`emzoo.atomic.output_lock`): a second run into the same output refuses with
+  the PID of the first; the lock of a run that died is taken over.
+* **No silent garbage.** A float input with NaN or ±Inf pixels is refused: its statistics are checked
+  before the first chunk, and each chunk's pixels before they are predicted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from emzoo.atomic import OutputLock
 from emzoo.drivers.chunks import Job, StreamPlan, plan_stream, sample_view, scaled
 from emzoo.drivers.options import InputOptions, OutputOptions, StreamOptions
 from emzoo.drivers.stream_store import Stores, finish, header, open_stores
+from emzoo.errors import InputError
 from emzoo.io.meta import Image
 from emzoo.runtime.layout import apply_layout
 from emzoo.runtime.predictor import Predictor
@@ -83,7 +91,14 @@ class ChunkRunner:
                 self._stats.pop(next(iter(self._stats)))
             t0 = time.perf_counter()
             _, whole = self.whole(sample)
-            self._stats[sample] = self.predictor.input_statistics({self.plan.input_id: whole})
+            stats = self.predictor.input_statistics({self.plan.input_id: whole})
+            if not _finite(stats):
+                raise InputError(
+                    f"{self.image.meta.source}: the image holds NaN or ±Inf pixels (its statistics are "
+                    "not finite): the model would predict NaN; replace them (e.g. with the image's "
+                    "mean) first"
+                )
+            self._stats[sample] = stats
             log.info("statistics of sample %s: %.1f s", sample, time.perf_counter() - t0)
         return self._stats[sample]
 
@@ -94,6 +109,11 @@ class ChunkRunner:
         read, core = plan.region(job)
         index = tuple(read.get(a, slice(None)) for a in view.meta.axes)
         block = apply_layout(np.asarray(view.data[index]), plan.layout)
+        if block.dtype.kind in "fc" and not np.isfinite(block).all():
+            raise InputError(
+                f"{self.image.meta.source}: chunk {job.name} holds NaN or ±Inf pixels: the model would "
+                "predict NaN; replace them (e.g. with the image's mean) first"
+            )
         stats = stats if stats is not None else self.statistics(job.sample)
         results = self.predictor.run(
             {plan.input_id: block}, statistics_from={plan.input_id: whole}, statistics=stats
@@ -101,7 +121,8 @@ class ChunkRunner:
         blocks = {}
         for out in plan.outputs:
             tensor = self.predictor.spec.output(out.id)
-            arr = np.asarray(self.predictor.to_image(tensor, results[out.id], view.meta).data)
+            image = self.predictor.to_image(tensor, results[out.id], view.meta, keep_axes=plan.keep_axes)
+            arr = np.asarray(image.data)
             crop = tuple(
                 scaled(core[a], out.ratios[a]) if a in out.ratios else slice(None) for a in out.letters
             )
@@ -114,9 +135,27 @@ class ChunkRunner:
         return blocks
 
 
+def _finite(stats) -> bool:
+    """Are all numbers in the (nested) statistics finite?"""
+    if isinstance(stats, Mapping):
+        return all(_finite(v) for v in stats.values())
+    if isinstance(stats, list | tuple):
+        return all(_finite(v) for v in stats)
+    if isinstance(stats, np.ndarray | np.generic | float):
+        arr = np.asarray(stats)
+        return arr.dtype.kind not in "fc" or bool(np.isfinite(arr).all())
+    return True
+
+
+def _release(locks: list[OutputLock]) -> None:
+    for lock in reversed(locks):
+        lock.release()
+
+
 @dataclass
 class Stream:
-    """A streamed prediction, planned and with its stores open: the chunks still to do."""
+    """A streamed prediction, planned and with its stores open: the chunks still to do. It holds the
+    locks of its outputs until :meth:`finish` or :meth:`close` (or until it is garbage-collected)."""
 
     plan: StreamPlan
     stores: Stores
@@ -124,10 +163,33 @@ class Stream:
     output_format: str
     todo: list[Job]
     result: StreamResult
+    locks: list[OutputLock] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._release = weakref.finalize(self, _release, list(self.locks))
 
     def finish(self) -> StreamResult:
-        finish(self.plan, self.stores, self.finals, self.output_format)
+        try:
+            finish(self.plan, self.stores, self.finals, self.output_format)
+        finally:
+            self.close()
         return self.result
+
+    def close(self) -> None:
+        """Release the output locks (the partial stores stay, for a re-run to resume)."""
+        self._release()
+
+
+def lock_outputs(finals: Mapping[str, Path]) -> list[OutputLock]:
+    """The locks of every final output, in a fixed order (all or none)."""
+    locks: list[OutputLock] = []
+    try:
+        for final in sorted({Path(p) for p in finals.values()}):
+            locks.append(OutputLock(final).acquire())
+    except BaseException:
+        _release(locks)
+        raise
+    return locks
 
 
 def begin(
@@ -145,9 +207,14 @@ def begin(
     converted to)."""
     inputs, stream = inputs or InputOptions(), stream or StreamOptions()
     fmt = output.format or "ome-zarr"
-    plan = plan_stream(predictor, image, slices=inputs.slices, chunk=stream.chunk)
+    plan = plan_stream(predictor, image, slices=inputs.slices, chunk=stream.chunk, keep_axes=output.keep_axes)
     run_header = header(predictor, image, plan, fmt)
-    stores = open_stores(plan, finals, fmt, run_header, overwrite=output.overwrite)
+    locks = lock_outputs(finals)
+    try:
+        stores = open_stores(plan, finals, fmt, run_header, overwrite=output.overwrite)
+    except BaseException:
+        _release(locks)
+        raise
     jobs = plan.jobs()
     done = stores.done()
     todo = [j for j in jobs if j.name not in done]
@@ -167,7 +234,7 @@ def begin(
         list(plan.context),
         ", ".join(stores.paths.values()),
     )
-    return Stream(plan, stores, {k: Path(v) for k, v in finals.items()}, fmt, todo, result)
+    return Stream(plan, stores, {k: Path(v) for k, v in finals.items()}, fmt, todo, result, locks)
 
 
 def predict_streaming(
@@ -193,14 +260,21 @@ def predict_streaming(
     run = begin(predictor, image, finals, output=output or OutputOptions(), inputs=inputs, stream=stream)
     runner = ChunkRunner(predictor, image, run.plan)
     result = run.result
-    for job in run.todo:
-        t0 = time.perf_counter()
-        blocks = runner.compute(job)
-        run.stores.write(run.plan, job, blocks)
-        run.stores.mark_done(job, time.perf_counter() - t0)
-        result.computed += 1
-        if progress is not None:
-            progress(result.skipped + result.computed, result.total)
-    run.finish()
+    try:
+        for job in run.todo:
+            t0 = time.perf_counter()
+            blocks = runner.compute(job)
+            run.stores.write(run.plan, job, blocks)
+            run.stores.mark_done(job, time.perf_counter() - t0)
+            result.computed += 1
+            if progress is not None:
+                progress(result.skipped + result.computed, result.total)
+        run.finish()
+    except InputError:
+        if not run.stores.done():  # refused before its first chunk (a bad input): nothing to resume
+            run.stores.discard()
+        raise
+    finally:
+        run.close()
     result.seconds = time.perf_counter() - start
     return result

@@ -1,8 +1,15 @@
-"""Turn the user's INPUT arguments (files, folders, globs) into a list of image files."""
+"""Turn the user's INPUT arguments (files, folders, globs) into a list of image files.
+
+Folders are searched recursively, following symbolic links, but each folder only once: a link back to
+a folder searched already (a loop), a link that loops on itself and a broken link are skipped with a
+note, and the images beside them are still found.
+"""
 
 from __future__ import annotations
 
+import errno
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +29,64 @@ def _is_image(path: Path) -> bool:
     return not path.name.startswith(".") and find_reader(path) is not None
 
 
-def _walk(folder: Path) -> list[InputFile]:
-    found: list[InputFile] = []
-    for child in sorted(folder.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_dir() and find_reader(child) is None:
-            found.extend(InputFile(f.path, child.name / f.relative) for f in _walk(child))
-        elif _is_image(child):
-            found.append(InputFile(child, Path(child.name)))
-    return found
+def _link_problem(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, a missing target), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a broken symbolic link ({e.strerror})"
+    return None
 
 
-def expand_inputs(arguments: list[str | Path]) -> list[InputFile]:
+class _Walk:
+    """One search of folders: each real folder once (links may point back up the tree)."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self.seen: set[tuple[int, int]] = set()
+
+    def folder(self, folder: Path) -> list[InputFile]:
+        try:
+            st = os.stat(folder)
+            children = sorted(folder.iterdir())
+        except OSError as e:
+            self.notes.append(f"skipped {folder}: cannot be listed ({e.strerror})")
+            return []
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen:
+            self.notes.append(f"skipped {folder}: a link to a folder searched already (a link loop)")
+            return []
+        self.seen.add(key)
+        found: list[InputFile] = []
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            problem = _link_problem(child)
+            if problem is not None:
+                self.notes.append(f"skipped {child}: {problem}")
+            elif child.is_dir() and find_reader(child) is None:
+                found.extend(InputFile(f.path, child.name / f.relative) for f in self.folder(child))
+            elif _is_image(child):
+                found.append(InputFile(child, Path(child.name)))
+        return found
+
+
+def _walk(folder: Path, notes: list[str] | None = None) -> list[InputFile]:
+    return _Walk(notes if notes is not None else []).folder(folder)
+
+
+def expand_inputs(arguments: list[str | Path], notes: list[str] | None = None) -> list[InputFile]:
     """Files are taken as they are, folders recursively (images only), globs expanded.
 
     A folder that a reader claims as one image (a Zarr store) counts as one file. Raises
-    :class:`UsageError` when an argument matches nothing.
+    :class:`UsageError` when an argument matches nothing. What was skipped on the way (link loops,
+    broken links, unreadable folders) is added to ``notes``.
     """
+    notes = notes if notes is not None else []
     files: list[InputFile] = []
     for arg in arguments:
         text = str(arg)
@@ -50,8 +97,11 @@ def expand_inputs(arguments: list[str | Path]) -> list[InputFile]:
             root = _glob_root(text)
             for m in matches:
                 p = Path(m)
-                if p.is_dir() and find_reader(p) is None:
-                    files.extend(InputFile(f.path, p.name / f.relative) for f in _walk(p))
+                problem = _link_problem(p)
+                if problem is not None:
+                    notes.append(f"skipped {p}: {problem}")
+                elif p.is_dir() and find_reader(p) is None:
+                    files.extend(InputFile(f.path, p.name / f.relative) for f in _walk(p, notes))
                 elif _is_image(p):
                     files.append(InputFile(p, _relative_to(p, root)))
             continue
@@ -59,7 +109,7 @@ def expand_inputs(arguments: list[str | Path]) -> list[InputFile]:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
         if path.is_dir() and find_reader(path) is None:
-            found = _walk(path)
+            found = _walk(path, notes)
             if not found:
                 raise UsageError(f"{path}: the folder holds no image that emzoo reads")
             files.extend(found)
@@ -86,7 +136,10 @@ def _unique(files: list[InputFile]) -> list[InputFile]:
     seen: set[Path] = set()
     out = []
     for f in files:
-        key = f.path.resolve()
+        try:
+            key = f.path.resolve()
+        except (OSError, RuntimeError):  # a link loop: RuntimeError before Python 3.13
+            key = Path(os.path.abspath(f.path))
         if key not in seen:
             seen.add(key)
             out.append(f)

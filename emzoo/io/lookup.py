@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emzoo.errors import InputError
+from emzoo.errors import InputError, literal
 from emzoo.io.meta import Image
 from emzoo.io.registry import Reader, Writer, registered_readers, registered_writers
 
@@ -44,17 +44,19 @@ def read_image(path: str | Path) -> Image:
     """Read one image with the reader registered for its format."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+        raise InputError(f"{literal(path)}: no such file or folder")
     reader = find_reader(path)
     if reader is None:
         known = ", ".join(sorted(supported_suffixes()))
-        raise InputError(f"{path}: not an image format emzoo reads (known: {known})")
+        raise InputError(f"{literal(path)}: not an image format emzoo reads (known: {known})")
     try:
         return reader.read(path)
     except InputError:
         raise
     except Exception as e:  # a reader library's own error: keep its message, name the file
-        raise InputError(f"{path}: cannot be read as {reader.name} ({type(e).__name__}: {e})") from e
+        raise InputError(
+            f"{literal(path)}: cannot be read as {reader.name} ({type(e).__name__}: {literal(e)})"
+        ) from e
 
 
 def get_writer(name: str) -> Writer:

@@ -10,30 +10,35 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import yaml
 
 from emzoo.atomic import write_text_atomic
 from emzoo.cache import cache_dir, sha256_bytes, sha256_file
 from emzoo.errors import PackageError
+from emzoo.package.safe_yaml import safe_load
 from emzoo.package.safe_zip import extract_zip_safely
 from emzoo.package.spec import ModelSpec
 from emzoo.version import __version__
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
-_SPEC_CACHE_VERSION = "1"
+_SPEC_CACHE_VERSION = "2"  # 2: 0.4 descriptions read as 0.4
 
 
 @dataclass(frozen=True)
 class ModelPackage:
-    """An opened package: its description and the folder that holds its files."""
+    """An opened package: its description, the folder that holds its files, and whether the user
+    trusts its Python code (see :mod:`emzoo.package.trust`)."""
 
     spec: ModelSpec
     root: Path
     rdf: Path
     source: str
+    trust_code: bool = False
+
+    def trusting(self, trust_code: bool = True) -> ModelPackage:
+        """This package, with its code trusted when ``trust_code`` (trust is never taken away)."""
+        return replace(self, trust_code=True) if trust_code and not self.trust_code else self
 
     def file(self, relative: str) -> Path:
         """The package file ``relative``; it must stay inside the package folder."""
@@ -97,9 +102,10 @@ def locate(source: str | Path) -> tuple[Path, Path]:
 
 
 def original_format_version(rdf: Path) -> str:
+    """The description's ``format_version``; its YAML is read with aliases bounded (safe_yaml)."""
     try:
-        content = yaml.safe_load(rdf.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        content = safe_load(rdf.read_text(encoding="utf-8"), str(rdf))
+    except UnicodeDecodeError as e:
         raise PackageError(f"{rdf}: not valid YAML ({e})") from e
     if not isinstance(content, dict):
         raise PackageError(f"{rdf}: the description is not a YAML mapping")
@@ -113,16 +119,21 @@ def _spec_cache_path(rdf: Path) -> Path:
 
 def describe(rdf: Path, source: str) -> ModelSpec:
     """Validate ``rdf`` with bioimageio.spec and translate it (the slow path, once per description)."""
+    version = original_format_version(rdf)  # checks the YAML before bioimageio.spec is even imported
     from emzoo.package.describe import spec_from_description
     from emzoo.package.validation import load_validated
 
-    version = original_format_version(rdf)
     descr = load_validated(rdf, source)
     return spec_from_description(descr, version)
 
 
-def open_model(source: str | Path, *, use_cache: bool = True) -> ModelPackage:
+def open_model(
+    source: str | Path, *, use_cache: bool = True, trust_package_code: bool = False
+) -> ModelPackage:
     """Open a model package from a zip, a folder, or a description file.
+
+    ``trust_package_code`` lets backends run the package's own Python code (the architecture of
+    ``pytorch_state_dict`` weights); without it only trusted code runs (:mod:`emzoo.package.trust`).
 
     Examples
     --------
@@ -135,10 +146,10 @@ def open_model(source: str | Path, *, use_cache: bool = True) -> ModelPackage:
     if cached is not None and cached.is_file():
         try:
             spec = ModelSpec.from_dict(json.loads(cached.read_text()))
-            return ModelPackage(spec, root, rdf, str(source))
+            return ModelPackage(spec, root, rdf, str(source), trust_package_code)
         except (ValueError, TypeError, KeyError):
             cached.unlink(missing_ok=True)  # written by another emzoo version: rebuild it
     spec = describe(rdf, str(source))
     if cached is not None:
         write_text_atomic(cached, json.dumps(spec.to_dict()))
-    return ModelPackage(spec, root, rdf, str(source))
+    return ModelPackage(spec, root, rdf, str(source), trust_package_code)

@@ -1,4 +1,11 @@
-"""Unpack a model package zip without trusting it: no paths outside the target, no links, a size cap."""
+"""Unpack a model package zip without trusting it: no paths outside the target, no links, a size cap.
+
+The files are extracted into a hidden temporary sibling of the target (``.NAME.partial-PID``) that is
+renamed into place only when every member is unpacked and checked: a damaged member (bad CRC, broken
+compressed data) is a :class:`PackageError` naming it, a full disk a one-line
+:class:`emzoo.atomic.NoSpaceError`, and neither leaves a folder behind in the cache. Partial folders
+of processes that were killed while unpacking are removed on the next unpack of the same package.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,10 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
+from emzoo.atomic import is_disk_full, no_space, remove_stale_partials, temporary_sibling
 from emzoo.errors import PackageError
 
 DEFAULT_MAX_BYTES = 8 * 1024**3  # 8 GiB unpacked; EMZOO_MAX_PACKAGE_BYTES overrides
@@ -36,9 +45,12 @@ def extract_zip_safely(zip_path: Path, target: Path, *, max_bytes: int | None = 
         archive = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as e:
         raise PackageError(f"{zip_path}: not a valid zip file ({e})") from e
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    tmp = temporary_sibling(target)
+    remove_stale_partials(target)
     shutil.rmtree(tmp, ignore_errors=True)
+    declared = 0
     try:
+        tmp.mkdir(parents=True)  # also for a zip without members: an empty package folder
         with archive:
             infos = archive.infolist()
             for info in infos:
@@ -56,12 +68,7 @@ def extract_zip_safely(zip_path: Path, target: Path, *, max_bytes: int | None = 
                     dest.mkdir(parents=True, exist_ok=True)
                     continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(dest, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        written += len(block)
-                        if written > limit:  # headers can lie about sizes
-                            raise PackageError(f"{zip_path}: unpacks to more than {limit / 1e9:.2f} GB")
-                        dst.write(block)
+                written = _extract_member(zip_path, archive, info, dest, written, limit)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -69,5 +76,29 @@ def extract_zip_safely(zip_path: Path, target: Path, *, max_bytes: int | None = 
                 raise
     except zipfile.BadZipFile as e:
         raise PackageError(f"{zip_path}: the zip file is damaged ({e})") from e
+    except OSError as e:
+        if is_disk_full(e):
+            raise no_space(target.parent, declared) from None
+        raise PackageError(f"{zip_path}: cannot be unpacked into {target.parent} ({e})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_member(
+    zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, written: int, limit: int
+) -> int:
+    """Copy one member to ``dest``; returns the bytes unpacked so far. A damaged member (bad CRC,
+    broken compressed data, cut short) is a :class:`PackageError` that names it."""
+    try:
+        with archive.open(info) as src, open(dest, "wb") as dst:
+            while block := src.read(1 << 20):
+                written += len(block)
+                if written > limit:  # headers can lie about sizes
+                    raise PackageError(f"{zip_path}: unpacks to more than {limit / 1e9:.2f} GB")
+                dst.write(block)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        raise PackageError(
+            f"{zip_path}: the member {info.filename!r} is damaged ({type(e).__name__}: {e}): "
+            "get the package again"
+        ) from e
+    return written

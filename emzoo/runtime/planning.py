@@ -101,20 +101,30 @@ def tile_grid(
     for t in spec.outputs:
         dims, maps, halos = [None] * len(grid), [None] * len(grid), [0] * len(grid)
         for d, axis in enumerate(t.axes):
-            if axis.is_spatial:
-                if axis.ref is None or axis.ref.axis not in ids or axis.ref.tensor not in shapes:
+            if axis.is_spatial and axis.ref is not None:
+                if axis.ref.axis not in ids or axis.ref.tensor not in shapes:
                     return None
                 k = ids.index(axis.ref.axis)
+                if dims[k] is not None:  # two output axes follow one tiled axis
+                    return None
                 ref_axis = spec.tensor(axis.ref.tensor).axis(axis.ref.axis)
                 dims[k] = d
                 maps[k] = OutputAxisMap(ref_axis.scale / axis.scale, axis.ref.offset)
                 halos[k] = axis.halo
-            elif axis.type not in ("batch", "channel") and axis.size is None:
+            elif not _passes_through(axis, ids):
                 return None
         if None in dims:
             return None
         outputs[t.id] = OutputPlan(tuple(dims), tuple(maps), tuple(halos))
     return tuple(grid), outputs
+
+
+def _passes_through(axis: Axis, grid_ids: Sequence[str]) -> bool:
+    """An output axis that blocks leave whole: batch, channels, and fixed-size index or space axes
+    the tiled axes do not name (e.g. a singleton ``z`` of a 2D network's output)."""
+    if axis.type in ("batch", "channel"):
+        return True
+    return axis.size is not None and not (axis.is_spatial and axis.id in grid_ids)
 
 
 def _ceil_div(a: float, b: float) -> int:
@@ -136,25 +146,36 @@ class _Needs:
     pads: list[int]
     declared: list[int]
     aligns: list[int]
+    scale_aligns: list[int]  # the part of ``aligns`` the output scales need (never relaxed)
 
 
 def _needs(grid: Sequence[GridAxis], outputs: Mapping[str, OutputPlan]) -> _Needs:
-    pads, declared, aligns = [], [], []
+    pads, declared, aligns, scale_aligns = [], [], [], []
     for k, g in enumerate(grid):
         ms = [o.maps[k] for o in outputs.values()]
         hs = [o.halos[k] for o in outputs.values()]
-        pads.append(max((_ceil_div(max(0, -m.offset) / 2, m.ratio) for m in ms), default=0))
+        pads.append(0)  # outputs keep their declared size: no mirrored border in front (tiling.py)
         declared.append(
             max(
                 (_ceil_div(h + max(0, -m.offset) / 2, m.ratio) for m, h in zip(ms, hs, strict=True)),
                 default=0,
             )
         )
-        align = g.rule.natural_alignment()
+        scale_align = 1
         for m in ms:  # block starts must map to whole output pixels
-            align = math.lcm(align, _ceil_div(1, _fraction_step(m.ratio)))
-        aligns.append(align)
-    return _Needs(pads, declared, aligns)
+            scale_align = math.lcm(scale_align, _ceil_div(1, _fraction_step(m.ratio)))
+        aligns.append(math.lcm(g.rule.natural_alignment(), scale_align))
+        scale_aligns.append(scale_align)
+    return _Needs(pads, declared, aligns, scale_aligns)
+
+
+def _relaxed_alignment(align: int, floor: int, room: int) -> int:
+    """The block-start alignment for a block with ``room`` px of stride: the pooling part of
+    ``align`` (a guess for fixed-size inputs: the largest power of two of the size) is halved until a
+    stride fits; ``floor`` (what the output scales need) stays."""
+    while room < align and align % 2 == 0 and (align // 2) % floor == 0:
+        align //= 2
+    return align
 
 
 def _max_block(device: str, ndim: int) -> int:
@@ -249,6 +270,8 @@ def plan_tiles(
         h = declared[k] if single else want[k]
         if not single and s.halo is None:  # keep at least half of a fixed/given block as stride
             h = min(h, max(declared[k], (n - max(n // 2, a)) // 2))
+        if not single and grid[k].rule.fixed is not None:
+            a = aligns[k] = _relaxed_alignment(a, needs.scale_aligns[k], n - 2 * h)
         room = max(0, (n - 2 * h - a) // 2)  # blend that still leaves one alignment step of stride
         if single:
             b = 0

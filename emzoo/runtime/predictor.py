@@ -55,11 +55,15 @@ class Predictor:
         model: ModelPackage | str | Path,
         *,
         weight_format: str | None = None,
+        trust_package_code: bool = False,
         device: str | DeviceSpec = "auto",
         settings: TileSettings | None = None,
     ):
+        """``trust_package_code`` lets ``pytorch_state_dict`` weights run the package's own Python
+        code (its architecture); without it only code emzoo trusts runs (:mod:`emzoo.package.trust`)."""
         self.requested_device = DeviceSpec.parse(device)
-        self.package = model if isinstance(model, ModelPackage) else open_model(model)
+        package = model if isinstance(model, ModelPackage) else open_model(model)
+        self.package = package.trusting(trust_package_code)
         self.spec = self.package.spec
         self.weights = choose_weights(self.package, weight_format)
         self.backend: Backend = load_backend(self.package, self.weights, self.requested_device)
@@ -73,9 +77,14 @@ class Predictor:
     # -- images in, images out ------------------------------------------------------------------
 
     def predict(
-        self, images: Image | Mapping[str, Image], *, progress: Progress | None = None
+        self,
+        images: Image | Mapping[str, Image],
+        *,
+        progress: Progress | None = None,
+        keep_axes: bool = False,
     ) -> dict[str, Image]:
-        """Predict one sample: an :class:`Image` (one-input models) or one per input id."""
+        """Predict one sample: an :class:`Image` (one-input models) or one per input id; the outputs
+        as :meth:`to_image` makes them (``keep_axes``: every declared axis but batch)."""
         if isinstance(images, Image):
             if len(self.spec.inputs) != 1:
                 ids = ", ".join(t.id for t in self.spec.inputs)
@@ -90,19 +99,29 @@ class Predictor:
         for tensor in self.spec.inputs:
             if tensor.id in images:
                 image = images[tensor.id]
-                arrays[tensor.id] = apply_layout(
-                    image.data, input_layout(image.data, image.meta.axes, tensor)
-                )
+                data = image.data
+                if np.dtype(data.dtype) == np.bool_:  # masks: statistics and ops take numbers
+                    data = np.asarray(data).view(np.uint8)
+                arrays[tensor.id] = apply_layout(data, input_layout(data, image.meta.axes, tensor))
         outputs = self.run(arrays, progress=progress)
         reference = images[self.spec.inputs[0].id].meta
-        return {tid: self.to_image(self.spec.output(tid), data, reference) for tid, data in outputs.items()}
+        return {
+            tid: self.to_image(self.spec.output(tid), data, reference, keep_axes=keep_axes)
+            for tid, data in outputs.items()
+        }
 
-    def to_image(self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta) -> Image:
-        """One output tensor (model axes, batch of one) as an image with ``reference``'s calibration."""
+    def to_image(
+        self, tensor: TensorSpec, data: np.ndarray, reference: ImageMeta, *, keep_axes: bool = False
+    ) -> Image:
+        """One output tensor (model axes, batch of one) as an image with ``reference``'s calibration.
+
+        The batch axis is dropped, and a channel axis of length one (a ``(1, 1, 1, 512, 512)``
+        output is a ``zyx`` image of ``(1, 512, 512)``), unless ``keep_axes``: then every other axis
+        the package declares stays, in its order (``czyx``, ``(1, 1, 512, 512)``)."""
         letters, _ = output_axes(tensor)
         take = tuple(0 if a.type == "batch" else slice(None) for a in tensor.axes)
         arr = data[take]
-        if "c" in letters and arr.shape[letters.index("c")] == 1 and len(letters) > 1:
+        if not keep_axes and "c" in letters and arr.shape[letters.index("c")] == 1 and len(letters) > 1:
             arr = np.take(arr, 0, axis=letters.index("c"))
             letters = letters.replace("c", "")
         pixel_size = {}
@@ -127,38 +146,59 @@ class Predictor:
         """Run on whole tensors in the model's axis order (batch of one); returns every output.
 
         ``statistics_from`` gives the tensors whose per-sample statistics normalise ``inputs``
-        (default: ``inputs`` themselves): streaming prediction passes the whole lazy image while
-        ``inputs`` is one chunk of it, so every chunk is normalised alike. ``statistics`` (a dict,
-        per input id, of :func:`processing.bind` memos) keeps those statistics between calls: the
-        first call fills it, later calls with the same dict do not read ``statistics_from`` again
-        (see :meth:`input_statistics`).
+        (default: ``inputs`` themselves), also those of the reference tensors that processing steps
+        name (``reference_tensor``, pre- and post-processing): streaming prediction passes the whole
+        lazy image while ``inputs`` is one chunk of it, so every chunk is normalised alike.
+        ``statistics`` (a dict, per tensor id, of :func:`processing.bind` memos) keeps those
+        statistics between calls: the first call fills it, later calls with the same dict do not
+        read ``statistics_from`` again (see :meth:`input_statistics`).
         """
         source = statistics_from if statistics_from is not None else inputs
-        pre = {
-            t.id: processing.bind(
-                t.processing,
-                processing.Tensor(source.get(t.id), t.axis_ids),
-                memo=None if statistics is None else statistics.setdefault(t.id, {}),
-            )
-            for t in self.spec.inputs
-            if t.id in inputs
-        }
+        pre, post, refs = self._bind(source, statistics, only=inputs)
+        inputs = dict(inputs)
+        for t in self.spec.inputs:
+            if t.id in inputs and processing.varying_axes(t.processing, t.axis_ids) & _spatial(t):
+                # statistics per slice of a cut axis: pre-process the whole tensor, then cut it
+                inputs[t.id] = pre[t.id](np.asarray(inputs[t.id]))
+                pre[t.id] = _unchanged
         plan = self.plan(inputs)
         self.last_plan = plan
         if plan is None:
-            return self._run_whole(inputs, pre)
-        return self._run_tiled(inputs, pre, plan, progress)
+            return self._run_whole(inputs, pre, post, refs)
+        return self._run_tiled(inputs, pre, post, refs, plan, progress)
+
+    def _bind(self, source: Mapping[str, object], statistics: dict[str, dict] | None, *, only=None):
+        """The pre-processing of each input and the post-processing of each output that any block
+        can go through (None: it needs statistics of the whole output), statistics from ``source``;
+        and the reference tensors (the raw inputs of ``source``)."""
+        refs = _references(self.spec, source)
+
+        def memo(tensor_id: str) -> dict | None:
+            return None if statistics is None else statistics.setdefault(tensor_id, {})
+
+        pre = {
+            t.id: processing.bind(
+                t.processing, processing.Tensor(source.get(t.id), t.axis_ids), refs, memo=memo(t.id)
+            )
+            for t in self.spec.inputs
+            if t.id in (source if only is None else only)
+        }
+        post = {
+            t.id: None
+            if any(processing.needs_own_stats(op) for op in t.processing)
+            or processing.varying_axes(t.processing, t.axis_ids) & _spatial(t)
+            else processing.bind(t.processing, processing.Tensor(None, t.axis_ids), refs, memo=memo(t.id))
+            for t in self.spec.outputs
+        }
+        return pre, post, refs
 
     def input_statistics(self, whole: Mapping[str, object]) -> dict[str, dict]:
-        """The per-sample statistics of the inputs' pre-processing, computed on ``whole`` (tensors in
-        the model's axis order, lazy ones read in a streaming pass): plain numpy arrays to pass as
-        ``statistics`` to :meth:`run` for every chunk of the image (also to other processes)."""
+        """The per-sample statistics of the inputs' pre-processing (and of the reference tensors of
+        the outputs' post-processing), computed on ``whole`` (tensors in the model's axis order, lazy
+        ones read in a streaming pass): plain numpy arrays to pass as ``statistics`` to :meth:`run`
+        for every chunk of the image (also to other processes)."""
         stats: dict[str, dict] = {}
-        for t in self.spec.inputs:
-            if t.id in whole:
-                processing.bind(
-                    t.processing, processing.Tensor(whole[t.id], t.axis_ids), memo=stats.setdefault(t.id, {})
-                )
+        self._bind(whole, stats)
         return stats
 
     # -- planning --------------------------------------------------------------------------------
@@ -231,14 +271,14 @@ class Predictor:
             )
         return [np.asarray(o) for o in outs[: len(self.spec.outputs)]]
 
-    def _run_tiled(self, inputs, pre, plan: Plan, progress: Progress | None) -> dict[str, np.ndarray]:
+    def _run_tiled(
+        self, inputs, pre, post, refs, plan: Plan, progress: Progress | None
+    ) -> dict[str, np.ndarray]:
         spec = self.spec
         stitchers = {}
         for t in spec.outputs:
-            stat_free = not any(processing.needs_stats(op) for op in t.processing)
-            post = processing.bind(t.processing, processing.Tensor(None, t.axis_ids)) if stat_free else None
             op = plan.outputs[t.id]
-            stitchers[t.id] = Stitcher(plan.axes, op.dims, op.maps, post=post)
+            stitchers[t.id] = Stitcher(plan.axes, op.dims, op.maps, post=post[t.id])
         tiles = list(iter_tiles(plan.axes))
         in_tensors = [t for t in spec.inputs if t.id in inputs]
         for first in range(0, len(tiles), plan.batch_size):
@@ -262,10 +302,12 @@ class Predictor:
         for t in spec.outputs:
             stitcher = stitchers[t.id]
             data = stitcher.result()
-            outputs[t.id] = data if stitcher.post is not None else _postprocess_whole(t, data)
+            outputs[t.id] = (
+                data if stitcher.post is not None else _postprocess_whole(t, data, post[t.id], refs)
+            )
         return outputs
 
-    def _run_whole(self, inputs, pre) -> dict[str, np.ndarray]:
+    def _run_whole(self, inputs, pre, post, refs) -> dict[str, np.ndarray]:
         """One call with every input padded (mirrored, far end) to a size the model accepts."""
         spec = self.spec
         arrays, lengths = [], {}
@@ -300,20 +342,36 @@ class Predictor:
                     ref_axis = spec.tensor(axis.ref.tensor).axis(axis.ref.axis)
                     n = lengths[(axis.ref.tensor, axis.ref.axis)]
                     index[d] = slice(0, round(n * ref_axis.scale / axis.scale + axis.ref.offset))
-            outputs[t.id] = _postprocess_whole(t, np.asarray(data[tuple(index)], dtype=np.float32))
+            raw = np.asarray(data[tuple(index)], dtype=np.float32)
+            outputs[t.id] = _postprocess_whole(t, raw, post[t.id], refs)
         return outputs
+
+
+def _spatial(t: TensorSpec) -> set[str]:
+    return {a.id for a in t.axes if a.is_spatial}
+
+
+def _unchanged(x: np.ndarray) -> np.ndarray:
+    return x
 
 
 def _batch_dim(t: TensorSpec) -> int | None:
     return next((i for i, a in enumerate(t.axes) if a.type == "batch"), None)
 
 
-def _postprocess_whole(t: TensorSpec, data: np.ndarray) -> np.ndarray:
-    """Post-process a whole output (statistics, when an op needs them, come from all of it)."""
+def _references(spec, source: Mapping[str, object]) -> dict[str, processing.Tensor]:
+    """The raw inputs, by id: what processing steps may name as ``reference_tensor``."""
+    return {t.id: processing.Tensor(source[t.id], t.axis_ids) for t in spec.inputs if t.id in source}
+
+
+def _postprocess_whole(t: TensorSpec, data: np.ndarray, bound, refs) -> np.ndarray:
+    """Post-process a whole output: with ``bound`` (the ops, their statistics fixed), or with
+    statistics taken from all of ``data`` (and the whole reference inputs ``refs``)."""
+    if bound is not None:
+        return bound(data)
     if not t.processing:
         return data
-    fn = processing.bind(t.processing, processing.Tensor(data, t.axis_ids))
-    return fn(data)
+    return processing.bind(t.processing, processing.Tensor(data, t.axis_ids), refs)(data)
 
 
 def predict(
@@ -322,6 +380,7 @@ def predict(
     *,
     axes: str = "yx",
     weight_format: str | None = None,
+    trust_package_code: bool = False,
     device: str = "auto",
     tile: tuple[int, ...] | None = None,
     halo: int | None = None,
@@ -335,6 +394,7 @@ def predict(
     predictor = Predictor(
         model,
         weight_format=weight_format,
+        trust_package_code=trust_package_code,
         device=device,
         settings=TileSettings(tile=tile, halo=halo),
     )

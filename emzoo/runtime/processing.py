@@ -1,10 +1,12 @@
 """The bioimage.io spec 0.5 pre- and post-processing operations, on numpy arrays.
 
 Statistics (mean, std, percentiles) are always taken from the whole image, never from a tile:
-:func:`bind` computes them once and returns a function that any tile can go through. Following
-bioimage.io, an op's ``axes`` are the axes reduced over; ``axes: null`` reduces over all axes. emzoo has
-no dataset at prediction time, so "dataset" statistics are those of the image being processed (the
-same as bioimageio.core gives for one sample).
+:func:`bind` computes them once and returns a function that any tile can go through. As in
+bioimageio.core, every statistic is that of a tensor as it enters its pre- or post-processing (the raw
+input, the network's output), also for ops that follow other ops, and ``reference_tensor`` names a
+model input, taken as given. Following bioimage.io, an op's ``axes`` are the axes reduced over;
+``axes: null`` reduces over all axes. emzoo has no dataset at prediction time, so "dataset" statistics
+are those of the image being processed (the same as bioimageio.core gives for one sample).
 
 Statistics of lazy images (zarr, memory-mapped files, :class:`~emzoo.runtime.layout.LayoutView`) are
 computed in streaming passes over row chunks, so an image larger than memory is never loaded whole:
@@ -18,7 +20,6 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.special import softmax as _softmax
@@ -59,9 +60,28 @@ class Tensor:
 
 
 def needs_stats(op: Op) -> bool:
+    """The op needs statistics (of its tensor or of a reference tensor)."""
     if op.id == "clip":
         return op.kwargs.get("min_percentile") is not None or op.kwargs.get("max_percentile") is not None
     return op.id in STAT_OPS
+
+
+def needs_own_stats(op: Op) -> bool:
+    """The op needs statistics of the tensor it processes (not only of a reference tensor): for a model
+    output, of the whole output."""
+    return needs_stats(op) and not (op.id == "scale_range" and op.kwargs.get("reference_tensor"))
+
+
+def varying_axes(ops: Sequence[Op], axes: Sequence[str]) -> set[str]:
+    """The axes (of ``axes``) along which the ops' statistics change, those a statistic keeps (e.g.
+    ``y`` for per-slice statistics over ``z, x``): a block cut along one of them needs the values
+    for its own positions, so it cannot be processed alone."""
+    found: set[str] = set()
+    for op in ops:
+        reduced = op.kwargs.get("axes")
+        if needs_stats(op) and reduced is not None:
+            found |= {a for a in axes if a not in reduced and a != "batch"}
+    return found
 
 
 def _reduce_axes(t: Tensor, axes: Sequence[str] | None) -> tuple[int, ...]:
@@ -319,16 +339,23 @@ def _statistics(op: Op, t: Tensor, refs: Mapping[str, Tensor]) -> Stats:
     if op.id == "zero_mean_unit_variance":
         return mean_std(t, kw.get("axes"))
     if op.id == "scale_mean_variance":
-        ref = refs[kw["reference_tensor"]]
+        ref = _reference(refs, kw["reference_tensor"])
         return (*mean_std(t, kw.get("axes")), *mean_std(ref, kw.get("axes")))
     if op.id == "scale_range":
-        ref = refs[kw["reference_tensor"]] if kw.get("reference_tensor") else t
+        ref = _reference(refs, kw["reference_tensor"]) if kw.get("reference_tensor") else t
         qs = [kw.get("min_percentile", 0.0) / 100, kw.get("max_percentile", 100.0) / 100]
         return tuple(quantiles(ref, kw.get("axes"), qs, "linear"))
     if op.id == "clip":
         qs = [kw.get(k) for k in ("min_percentile", "max_percentile")]
         return tuple(quantiles(t, kw.get("axes"), [q / 100 for q in qs if q is not None], "inverted_cdf"))
     raise NotImplementedError(op.id)
+
+
+def _reference(refs: Mapping[str, Tensor], tensor_id: str) -> Tensor:
+    if tensor_id not in refs:
+        have = ", ".join(refs) or "none"
+        raise ValueError(f"processing refers to the tensor {tensor_id!r}, which is not given (given: {have})")
+    return refs[tensor_id]
 
 
 def _from_stats(op: Op, stats: Stats) -> TileFn:
@@ -354,39 +381,9 @@ def _from_stats(op: Op, stats: Stats) -> TileFn:
     raise NotImplementedError(op.id)
 
 
-class MappedArray:
-    """A lazy array whose blocks go through ``fn`` when they are read.
-
-    Used for the ops before a statistic when the whole tensor is lazy: ``fn`` must act on each
-    element (or along axes that reads take whole, e.g. a softmax over channels).
-    """
-
-    def __init__(self, source: Any, fn: TileFn):
-        self.source, self.fn = source, fn
-        self.shape = tuple(int(n) for n in source.shape)
-        self.ndim = len(self.shape)
-        self.dtype = fn(np.asarray(source[(slice(0, 1),) * self.ndim])).dtype
-
-    @property
-    def chunks(self) -> tuple[int, ...] | None:
-        return storage_chunks(self.source)
-
-    def __getitem__(self, key) -> np.ndarray:
-        return self.fn(np.asarray(self.source[key]))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[(slice(None),) * self.ndim]
-        return out if dtype is None else out.astype(dtype)
-
-
 def _normalise(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     dt = _float(x)
     return ((x.astype(dt, copy=False) - center.astype(dt)) / scale.astype(dt)).astype(dt, copy=False)
-
-
-def _transparent_for_stats(op: Op) -> bool:
-    """A cast to float changes no statistic (they are computed in float64 anyway)."""
-    return op.id == "ensure_dtype" and np.dtype(op.kwargs["dtype"]).kind == "f"
 
 
 def compose(fns: Sequence[TileFn]) -> TileFn:
@@ -407,11 +404,13 @@ def bind(
 ) -> TileFn:
     """Fix the statistics of ``ops`` on the whole tensor; the result processes any tile of it.
 
-    Each statistic is computed on the tensor as the ops before it left it (lazily, block by block,
-    when ``whole`` is lazy). ``refs`` holds the other tensors (by id) that ops may name as
-    ``reference_tensor``. ``memo`` caches the statistics under ``"<op position>:<op id>"`` as plain
-    numpy arrays: those it holds are used as they are (``whole`` is then not read at all), those it
-    lacks are computed and stored in it, so the chunks of one image can share one pass over it.
+    Each statistic is computed on ``whole`` as it is given, the tensor entering the ops (in streaming
+    passes when it is lazy), as bioimageio.core does; an op after a clip or a scaling sees that
+    op's output but statistics of the unprocessed tensor. ``refs`` holds the raw tensors (by id)
+    that ops may name as ``reference_tensor``. ``memo`` caches the statistics under
+    ``"<op position>:<op id>"`` as plain numpy arrays: those it holds are used as they are (``whole``
+    and ``refs`` are then not read at all), those it lacks are computed and stored in it, so the
+    chunks of one image can share one pass over it.
     """
     unknown = [op.id for op in ops if op.id not in KNOWN_OPS]
     if unknown:
@@ -421,27 +420,17 @@ def bind(
         )
     refs = refs or {}
     fns: list[TileFn] = []
-    current = whole
-    pending: list[TileFn] = []  # ops not yet applied to ``current``
     for i, op in enumerate(ops):
         if not needs_stats(op):
-            fn = _stat_free(op, whole.axes)
-        else:
-            key = f"{i}:{op.id}"
-            stats = memo.get(key) if memo is not None else None
-            if stats is None:
-                if pending:  # later statistics need the whole tensor as processed so far
-                    step = compose(pending)
-                    data = current.data
-                    data = step(np.asarray(data)) if in_memory(data) else MappedArray(data, step)
-                    current, pending = Tensor(data, current.axes), []
-                stats = _statistics(op, current, refs)
-                if memo is not None:
-                    memo[key] = stats
-            fn = _from_stats(op, stats)
-        fns.append(fn)
-        if not _transparent_for_stats(op):
-            pending.append(fn)
+            fns.append(_stat_free(op, whole.axes))
+            continue
+        key = f"{i}:{op.id}"
+        stats = memo.get(key) if memo is not None else None
+        if stats is None:
+            stats = _statistics(op, whole, refs)
+            if memo is not None:
+                memo[key] = stats
+        fns.append(_from_stats(op, stats))
     return compose(fns)
 
 

@@ -7,8 +7,9 @@ Conventions (documented in docs/tiling.md):
   step), so pooling windows line up with those of a whole-image call.
 * The model sees the image border as in one whole-image call: the network's own padding. Only when
   the image is not a size the model accepts is it extended, at the far end, by mirroring
-  (``symmetric``), and the output cropped back. Models whose output is smaller than their input
-  (negative size offset) get the missing border mirrored on both sides.
+  (``symmetric``), and the output cropped back. Outputs have the size the package declares, as in
+  bioimageio.core: an output smaller than its input (negative size offset) lacks ``-offset / 2``
+  px on each side (``plan_axis(pad_before=...)`` can mirror a border in front for a full-size one).
 * Each block *owns* the part of the output that lies at least ``halo`` away from its interior
   edges. Without blending the owned parts partition the image (crop-and-paste, exact when the halo
   covers the receptive field). With blending, neighbours overlap by ``2 * blend`` and are mixed
@@ -149,14 +150,18 @@ class OutputAxisMap:
         return _exact(self.ratio * ax.block + self.offset, "block output length")
 
     def regions(self, ax: AxisTiling, j: int) -> tuple[slice, slice]:
-        """``(slice in block output, slice in image output)`` of block ``j``'s owned region."""
+        """``(slice in block output, slice in image output)`` of block ``j``'s owned region.
+
+        The image output is the model's output for the extended image, as declared: block output
+        index ``i`` is image output index ``ratio * start + i``, and the output pixel over extended
+        input coordinate ``x`` is ``ratio * x + offset / 2`` (an output smaller than its input,
+        ``offset < 0``, starts ``-offset / 2`` px inside it)."""
         lo, hi = ax.owns[j]
         start = ax.starts[j]
-        shift = self.ratio * ax.pad_before  # extended -> image coordinates
-        g_lo = max(_exact(self.ratio * lo - shift, "tile boundary"), 0)
-        g_hi = min(_exact(self.ratio * hi - shift, "tile boundary"), self.length(ax))
-        # block output index i <-> image output index ratio * (start - pad_before) - offset / 2 + i
-        origin = _exact(self.ratio * start - shift - self.offset / 2, "tile origin")
+        half = self.offset / 2
+        g_lo = max(_exact(self.ratio * lo + half, "tile boundary"), 0)
+        g_hi = min(_exact(self.ratio * hi + half, "tile boundary"), self.length(ax))
+        origin = _exact(self.ratio * start, "tile origin")
         return slice(g_lo - origin, g_hi - origin), slice(g_lo, g_hi)
 
 

@@ -244,7 +244,7 @@ class Explainer:
         layer: str | None = None,
         device: str = "cpu",
     ):
-        from emzoo.runtime.backends import load_backend
+        from emzoo.runtime.backends import code_refusal, load_backend
 
         self.package = model if isinstance(model, ModelPackage) else open_model(model)
         spec = self.spec = self.package.spec
@@ -262,6 +262,9 @@ class Explainer:
             self.output = spec.output(output)
         self.output_index = [t.id for t in spec.outputs].index(self.output.id)
         self.weights = _torch_weights(spec, source, weight_format)
+        untrusted = code_refusal(self.package, self.weights) is not None
+        if weight_format is None and untrusted and "torchscript" in spec.weights:
+            self.weights = spec.weights["torchscript"]  # needs no package code
         backend = load_backend(self.package, self.weights, device)
         self.device = backend.device
         module = backend.module

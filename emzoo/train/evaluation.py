@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from emzoo.errors import InputError, UsageError
+from emzoo.errors import EmzooError, InputError, UsageError
 from emzoo.io import expand_inputs, read_image
 from emzoo.package.load import open_model
 from emzoo.runtime.predictor import Predictor
@@ -42,6 +42,37 @@ def _in_input_axes(data: np.ndarray, axes: str, n_axes: int) -> np.ndarray:
     return arr
 
 
+def _label(uc, path: Path) -> np.ndarray:
+    """The use case's label; a file it cannot read is one error line naming it."""
+    try:
+        return np.asarray(uc.read_label(path))
+    except EmzooError:
+        raise
+    except Exception as e:  # the use case's reader (PIL, tifffile...) on a damaged or wrong file
+        raise InputError(f"{path}: cannot be read as a label ({type(e).__name__}: {e})") from e
+
+
+def _metrics(uc, prediction, target, image: Path, label: Path, spatial: int) -> dict[str, float]:
+    """The use case's metrics of one image; a label of another size than its prediction (the image's
+    size) is one error line naming both."""
+    got, want = np.shape(target)[-spatial:], np.shape(prediction)[-spatial:]
+    if got != want:
+        size = "x".join(map(str, want))
+        raise InputError(
+            f"{label}: the label is {'x'.join(map(str, got))} px, but the prediction of its image "
+            f"{image.name} is {size} px: a label must have its image's size"
+        )
+    try:
+        return uc.metrics(prediction, target)
+    except EmzooError:
+        raise
+    except Exception as e:  # e.g. channels the use case does not expect
+        raise InputError(
+            f"{label}: the {uc.name} metrics cannot compare it with the prediction of {image.name} "
+            f"({type(e).__name__}: {e})"
+        ) from e
+
+
 def evaluate_folders(
     model: str | Path,
     images: Path,
@@ -71,11 +102,15 @@ def evaluate_folders(
     samples = []
     for image_path, label_path in pairs:
         image = read_image(image_path)
+        target = _label(uc, label_path)
         data = _in_input_axes(image.data, image.meta.axes, len(tin.axes) - 1)
         prediction = predictor.run({tin.id: data[None]})[output_id][0]
-        target = uc.read_label(label_path)
         samples.append(
-            {"image": str(image_path), "label": str(label_path), "metrics": uc.metrics(prediction, target)}
+            {
+                "image": str(image_path),
+                "label": str(label_path),
+                "metrics": _metrics(uc, prediction, target, image_path, label_path, len(tin.spatial_axes)),
+            }
         )
     metric_names = list(samples[0]["metrics"])
     return {

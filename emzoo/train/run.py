@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -93,6 +94,24 @@ def _changed_on_resume(stored: Mapping[str, Any], overrides: Mapping[str, Any] |
     return changed
 
 
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run to resume; one error line when it is damaged or incomplete."""
+    path = run_dir / CONFIG
+    try:
+        config = read_json(path)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(
+            f"{path}: cannot be read ({type(e).__name__}: {e}), so the run cannot be resumed; start a "
+            "new run with another {run_dir}"
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+        raise InputError(
+            f"{path}: not the config.json of an emzoo run (it lacks the run's params), so the run "
+            "cannot be resumed; start a new run with another {run_dir}"
+        )
+    return config
+
+
 def prepare_run(
     usecase: str | UseCase,
     data_dir: Path | None,
@@ -115,7 +134,7 @@ def prepare_run(
                 f"{run_dir}: nothing to resume (no completed epoch: needs {CONFIG} and {LATEST}); "
                 "start it without {resume=True}"
             )
-        config = read_json(run_dir / CONFIG)
+        config = _run_config(run_dir)
         if config.get("use_case") != uc.name:
             raise UsageError(f"{run_dir} is a run of {config.get('use_case')!r}, not of {uc.name!r}")
         params = dict(config["params"])
@@ -128,6 +147,8 @@ def prepare_run(
             )
         if epochs is not None:
             params["epochs"] = epochs
+        if data_dir is None and not config.get("data_dir"):
+            raise UsageError(f"{run_dir / CONFIG} does not say where the data is: give {{data_dir}}")
         data_dir = Path(data_dir) if data_dir is not None else Path(config["data_dir"])
         config.setdefault("resumed", []).append(now())
     else:
@@ -146,6 +167,9 @@ def prepare_run(
         config = {}
     check_trainer_params(params)
     uc.check_params(params)
+    if not Path(data_dir).is_dir():
+        what = "is not a folder" if Path(data_dir).exists() else "no such folder"
+        raise UsageError(f"{{data_dir}} {data_dir}: {what} (the folder with the training images and labels)")
     data_dir = Path(data_dir).resolve()
     uc.check_data(data_dir)
     split = uc.split(data_dir, params)
@@ -279,6 +303,21 @@ def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Map
     )
 
 
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+
+
+def check_build_options(options: BuildOptions) -> None:
+    """The packaging options a user gives (test size, halo, version), before any work."""
+    if not isinstance(options.test_size, int) or options.test_size < 1:
+        raise UsageError(f"{{test_size}} {options.test_size}: the test tensors need an edge of at least 1 px")
+    if options.halo is not None and options.halo < 0:
+        raise UsageError(f"{{halo}} {options.halo}: a halo is a number of pixels, 0 or more")
+    if not _SEMVER.match(str(options.version)):
+        raise UsageError(
+            f"package version {options.version!r}: give a semantic version MAJOR.MINOR.PATCH (e.g. 0.1.0)"
+        )
+
+
 def package_run(
     run_dir: str | Path,
     output: str | Path,
@@ -300,6 +339,8 @@ def package_run(
 
     from emzoo.packaging.build import package_module
 
+    if options is not None:
+        check_build_options(options)
     run = Path(run_dir)
     config = _read_checked_json(run / "config.json", "emzoo train writes it")
     metrics = (

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emzoo.atomic import atomic_path, write_text_atomic
+from emzoo.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -139,9 +140,65 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     _atomic_save(state, path)
 
 
+def first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of a library's error message (torch's go on for lines), at most ``limit`` long.
+
+    >>> first_sentence("failed finding central directory. This is an internal error. If you...")
+    'failed finding central directory'
+    """
+    text = " ".join(str(text).split())
+    end = text.find(". ", 20)
+    text = text[:end] if end > 0 else text.rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+# what ``--resume`` needs from ``weights/latest.pt`` (written by :func:`save_checkpoint`)
+CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "epoch",
+    "best",
+    "best_epoch",
+    "best_metrics",
+    "bad_epochs",
+    "stopped_early",
+    "log",
+    "rng",
+)
+_START_AGAIN = "start a new run (another {run_dir}), or put back a good copy of the file"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The training state on the CPU (``load_state_dict`` moves weights and optimizer state to the
-    model's device; the RNG states must stay on the CPU)."""
+    model's device; the RNG states must stay on the CPU).
+
+    Loaded with ``weights_only=True``: a checkpoint holding other objects than tensors and plain data
+    (a pickle payload, which could run code) is refused, like a damaged or truncated one, with one
+    :class:`~emzoo.errors.InputError` line; so is one that lacks a key of :data:`CHECKPOINT_KEYS`.
+    """
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged zip, truncated pickle, objects weights_only refuses...
+        detail = " ".join(str(e).split())
+        if "weights only load failed" in detail.lower() or "weights_only" in detail:
+            why = (
+                "it holds more than tensors and plain data (pickled objects, which could run code), "
+                "so it is not loaded"
+            )
+        else:
+            why = f"it is damaged or truncated ({type(e).__name__}: {first_sentence(detail)})"
+        raise InputError(f"{path}: cannot resume from this checkpoint: {why}; {_START_AGAIN}") from None
+    if not isinstance(state, dict):
+        raise InputError(
+            f"{path}: not an emzoo training checkpoint (it holds a {type(state).__name__}, not the "
+            f"training state); {_START_AGAIN}"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise InputError(
+            f"{path}: the checkpoint lacks {', '.join(missing)} (not written by this emzoo's trainer, or "
+            f"edited); {_START_AGAIN}"
+        )
+    return state

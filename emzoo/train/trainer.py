@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emzoo.errors import EmzooError, UsageError
+from emzoo.errors import EmzooError, InputError, UsageError
 from emzoo.train import plots, runfiles
 from emzoo.train.run import BEST, CONFIG, LATEST, LOG, METRICS, RunSetup, now, prepare_run
 from emzoo.train.runfiles import write_csv, write_json
@@ -56,7 +56,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise UsageError(f"{{device}} {device!r}: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device 'cuda' was asked for but torch sees no CUDA GPU; use {device=cpu}")
     return dev
@@ -109,17 +109,26 @@ class _Trainer:
 
     # -- resume --------------------------------------------------------------------------------------
 
-    def restore(self) -> None:
-        state = runfiles.load_checkpoint(self.dir / LATEST)  # on CPU: RNG states must stay there
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        runfiles.set_rng_state(state["rng"])
-        self.epoch = self.completed = int(state["epoch"])
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.best_metrics = dict(state["best_metrics"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.stopped_early = bool(state["stopped_early"])
-        self.rows = [dict(r) for r in state["log"]]
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``, the checkpoint :func:`runfiles.load_checkpoint` read."""
+        path = self.dir / LATEST
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            runfiles.set_rng_state(state["rng"])
+            self.epoch = self.completed = int(state["epoch"])
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.best_metrics = dict(state["best_metrics"])
+            self.bad_epochs = int(state["bad_epochs"])
+            self.stopped_early = bool(state["stopped_early"])
+            self.rows = [dict(r) for r in state["log"]]
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            detail = runfiles.first_sentence(str(e), 240)
+            raise InputError(
+                f"{path}: this checkpoint does not fit the run's model and parameters "
+                f"({type(e).__name__}: {detail}); start a new run (another {{run_dir}}), or put back "
+                "a good copy of the file"
+            ) from None
         write_csv(self.dir / LOG, self.rows)  # drop rows of an epoch that did not complete
         log.info("resuming %s after epoch %d", self.dir, self.epoch)
 
@@ -290,9 +299,11 @@ def train(
     setup = prepare_run(
         usecase, data_dir, run_dir, overrides=overrides, epochs=epochs, resume=resume, device=str(dev)
     )
+    # a damaged checkpoint is refused before the data are read and the model is built
+    state = runfiles.load_checkpoint(setup.run_dir / LATEST) if setup.resume else None  # on the CPU
     trainer = _Trainer(setup, dev, progress)
-    if setup.resume:
-        trainer.restore()
+    if state is not None:
+        trainer.restore(state)
         if trainer.stopped_early or trainer.epoch >= setup.params["epochs"]:
             why = (
                 "it stopped early (no improvement for `patience` epochs)"

@@ -92,3 +92,70 @@ def test_device_spec_keeps_the_index():
     assert DeviceSpec.parse("cuda:1") == DeviceSpec("cuda", 1)
     assert str(DeviceSpec.parse(" CUDA:1 ")) == "cuda:1"
     assert DeviceSpec.parse(None) == DeviceSpec("auto")
+
+
+# ------------------------------------------------------- output axes that blocks leave whole
+
+
+def _fixed_model(extra_output_axes, *, size: int = 512, halo: int = 16):
+    """A model with a fixed ``size`` x ``size`` input (``raw``) and an output ``prob`` whose y/x follow
+    it (with ``halo``), after ``extra_output_axes``."""
+    from emzoo.package.spec import Axis, ModelSpec, SizeRef, TensorSpec
+
+    space = [Axis(a, "space", size=size) for a in "yx"]
+    raw = TensorSpec("raw", (Axis("batch", "batch"), Axis("channel", "channel", size=1), *space))
+    follow = [Axis(a, "space", ref=SizeRef("raw", a), halo=halo) for a in "yx"]
+    prob = TensorSpec("prob", (Axis("batch", "batch"), *extra_output_axes, *follow))
+    return ModelSpec("fixed", "", "0.5.4", (raw,), (prob,), {})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("channel", "z"),  # a 2D network's output with a singleton z axis
+        ("channel",),
+        ("index",),  # an index axis of fixed size instead of channels
+    ],
+)
+def test_output_axes_that_are_not_tiled_pass_through(extra):
+    """A fixed 512x512 input, a 600x800 image: tiled with fixed 512 blocks, as bioimageio.core does."""
+    from emzoo.package.spec import Axis
+    from emzoo.runtime.planning import tile_grid
+
+    axes = {
+        "channel": Axis("channel", "channel", size=2, channel_names=("a", "b")),
+        "z": Axis("z", "space", size=1),
+        "index": Axis("index", "index", size=3),
+    }
+    spec = _fixed_model([axes[a] for a in extra])
+    found = tile_grid(spec, {"raw": (1, 1, 600, 800)})
+    assert found is not None
+    grid, outputs = found
+    n = len(extra) + 1
+    assert outputs["prob"].dims == (n, n + 1) and outputs["prob"].halos == (16, 16)
+    plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=None)
+    assert [a.block for a in plan.axes] == [512, 512] and plan.n_tiles == 4
+    assert all(a.halo >= 16 for a in plan.axes)
+
+
+def test_a_fixed_size_output_axis_along_a_tiled_axis_is_not_tiled():
+    from emzoo.package.spec import Axis
+    from emzoo.runtime.planning import tile_grid
+
+    spec = _fixed_model([Axis("channel", "channel", size=1)])
+    prob = spec.outputs[0]
+    fixed_y = [Axis("y", "space", size=512) if a.id == "y" else a for a in prob.axes]
+    spec = type(spec)(**{**spec.__dict__, "outputs": (type(prob)(prob.id, tuple(fixed_y)),)})
+    assert tile_grid(spec, {"raw": (1, 1, 600, 800)}) is None
+
+
+def test_small_fixed_blocks_tile_with_a_halo():
+    """The pooling alignment guessed for a fixed size (its largest power of two, here 32) is relaxed
+    when a block of that size could not hold the halo otherwise."""
+    from emzoo.runtime.planning import tile_grid
+
+    spec = _fixed_model([], size=32, halo=4)
+    grid, outputs = tile_grid(spec, {"raw": (1, 1, 88, 104)})
+    plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=[1, 1])
+    assert [a.block for a in plan.axes] == [32, 32] and plan.n_tiles > 4
+    assert all(a.halo >= 4 for a in plan.axes)

@@ -120,3 +120,57 @@ def test_mean_std_streams_in_float64(rng):
 def test_unknown_op_is_refused_with_its_name():
     with pytest.raises(NotImplementedError, match="stardist_postprocessing"):
         processing.bind([Op("stardist_postprocessing")], processing.Tensor(np.zeros((1, 1, 4, 4)), AXES))
+
+
+def test_statistics_are_those_of_the_tensor_entering_the_ops_as_in_bioimageio_core(rng):
+    """bioimageio.core computes every statistic of a pipeline up front, on the unprocessed tensor:
+    a zero_mean_unit_variance after a clip uses the mean and std of the image before the clip."""
+    from bioimageio.core import Sample, Tensor
+    from bioimageio.core.proc_ops import get_proc
+    from bioimageio.core.stat_calculators import compute_measures
+    from bioimageio.spec.model import v0_5
+
+    data = rng.normal(0.3, 1.5, size=(1, 2, 40, 48)).astype(np.float32)
+    ops = [Op("clip", {"min": -0.5, "max": 0.7}), Op("zero_mean_unit_variance", {"axes": ["y", "x"]})]
+    descrs = [
+        v0_5.ClipDescr(kwargs={"min": -0.5, "max": 0.7}),
+        v0_5.ZeroMeanUnitVarianceDescr(kwargs={"axes": ["y", "x"]}),
+    ]
+    tensor_descr = v0_5.InputTensorDescr(
+        id=v0_5.TensorId("raw"),
+        axes=[
+            v0_5.BatchAxis(),
+            v0_5.ChannelAxis(channel_names=[v0_5.Identifier("a"), v0_5.Identifier("b")]),
+            v0_5.SpaceInputAxis(id=v0_5.AxisId("y"), size=40),
+            v0_5.SpaceInputAxis(id=v0_5.AxisId("x"), size=48),
+        ],
+        data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+    )
+    procs = [get_proc(d, tensor_descr) for d in descrs]
+    sample = Sample(members={"raw": Tensor.from_numpy(data, dims=AXES)}, stat={}, id="s")
+    sample.stat = compute_measures({m for p in procs for m in p.required_measures}, [sample])
+    for p in procs:
+        p(sample)
+    reference = sample.members["raw"].data.to_numpy()
+    ours = processing.apply(ops, processing.Tensor(data, AXES))
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    mean, std = data.mean((2, 3), keepdims=True), data.std((2, 3), keepdims=True)
+    np.testing.assert_allclose(ours, (np.clip(data, -0.5, 0.7) - mean) / (std + 1e-6), rtol=1e-4, atol=1e-4)
+
+
+def test_reference_tensors_are_read_from_refs_and_named_when_missing(rng):
+    x = rng.normal(2.0, 3.0, size=(1, 1, 32, 32)).astype(np.float32)
+    ref = rng.integers(0, 255, size=(1, 1, 32, 32)).astype(np.uint8)
+    op = Op("scale_range", {"reference_tensor": "ref", "axes": ["y", "x"], "min_percentile": 0.0})
+    out = processing.apply([op], processing.Tensor(x, AXES), {"ref": processing.Tensor(ref, AXES)})
+    np.testing.assert_allclose(out, (x - ref.min()) / (float(ref.max()) - ref.min() + 1e-6), rtol=1e-5)
+    with pytest.raises(ValueError, match="'ref', which is not given"):
+        processing.apply([op], processing.Tensor(x, AXES))
+    assert processing.needs_stats(op) and not processing.needs_own_stats(op)
+
+
+def test_axes_that_statistics_keep_are_named():
+    per_row = Op("zero_mean_unit_variance", {"axes": ["channel", "x"]})
+    assert processing.varying_axes([per_row], AXES) == {"y"}  # batch has one element
+    assert processing.varying_axes([Op("zero_mean_unit_variance")], AXES) == set()
+    assert processing.varying_axes([Op("sigmoid")], AXES) == set()

@@ -156,3 +156,23 @@ def test_three_dimensional_tiling(rng):
     for tile in iter_tiles(axes):
         stitcher.add(tile, model(read_block(volume, axes, tile, (0, 1, 2))))
     np.testing.assert_allclose(stitcher.result(), model(volume), atol=1e-12)
+
+
+@pytest.mark.parametrize("offset", [-10, 6])
+def test_outputs_have_the_size_the_package_declares(rng, offset):
+    """An output ``offset`` px larger (or smaller) than its input, centred on it, as one whole call
+    gives it: tiles stitch to exactly that (the old convention mirrored a border in front)."""
+    radius = 3
+    image = rng.normal(size=(300, 280))
+    pad = max(offset, 0) // 2
+
+    def network(x):  # an output of size n + offset, centred on the input
+        out = box(radius)(np.pad(x, pad)) if pad else box(radius)(x)
+        cut = max(-offset, 0) // 2
+        return out[cut : out.shape[0] - cut, cut : out.shape[1] - cut]
+
+    maps = [OutputAxisMap(1.0, offset)] * 2
+    out, _ = tiled(image, network, (64, 64), (radius + 6, radius + 6), maps=maps)
+    assert out.shape == (300 + offset, 280 + offset)
+    inner = slice(radius + 6, -(radius + 6))
+    np.testing.assert_allclose(out[inner, inner], network(image)[inner, inner], atol=1e-12)

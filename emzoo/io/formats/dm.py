@@ -15,10 +15,29 @@ from emzoo.io.formats.rsciio_files import pick_image
 from emzoo.io.meta import Image
 from emzoo.io.registry import register_reader
 
+MAX_STRUCT_FIELDS = 4096  # real DM tag structs have a handful of fields
+
+
+def _bounded_struct_definition(self) -> tuple:
+    """rsciio's ``parse_struct_definition`` with the field count bounded: it trusts the count, and a
+    damaged file claiming millions of fields builds a tuple in a quadratic loop for minutes."""
+    self.read_l_or_q(self.f, "big")  # a length
+    nfields = self.read_l_or_q(self.f, "big")
+    if nfields > MAX_STRUCT_FIELDS:
+        raise struct.error(f"a tag struct claims {nfields} fields")
+    definition = []
+    for _ in range(nfields):
+        self.read_l_or_q(self.f, "big")  # a length
+        definition.append(self.read_l_or_q(self.f, "big"))
+    return tuple(definition)
+
 
 @register_reader("dm", (".dm3", ".dm4"))
 def read_dm(path: Path) -> Image:
-    from rsciio.digitalmicrograph import file_reader
+    from rsciio.digitalmicrograph import _api, file_reader
+
+    # rsciio offers no limit of its own: replace its one unbounded parser step (same result otherwise)
+    _api.DigitalMicrographReader.parse_struct_definition = _bounded_struct_definition
 
     try:
         signals = file_reader(str(path), lazy=True)

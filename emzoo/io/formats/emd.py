@@ -8,9 +8,11 @@ read at once. Pixel size and unit come from the axes' calibration.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from emzoo.errors import InputError
+from emzoo.errors import InputError, literal
 from emzoo.io.formats.rsciio_files import pick_image
 from emzoo.io.meta import Image
 from emzoo.io.registry import register_reader
@@ -29,9 +31,41 @@ def _velox_contents(path: Path) -> str:
     return f"; its /Data groups: {', '.join(kinds)}" if kinds else ""
 
 
+HDF5_CHECK_SECONDS = 8
+# reads every small dataset (metadata strings, version tags) of an HDF5 file: what rsciio reads first
+_HDF5_CHECK = (
+    "import sys, h5py\n"
+    "def visit(name, obj):\n"
+    "    if isinstance(obj, h5py.Dataset) and obj.size < 65536:\n"
+    "        obj[()]\n"
+    "with h5py.File(sys.argv[1], 'r') as f:\n"
+    "    f.visititems(visit)\n"
+)
+
+
+def _check_hdf5_answers(path: Path) -> None:
+    """libhdf5 can hang for ever inside its C code on some damaged files (nothing in this process can
+    interrupt it): read the file's metadata in a child process first, and refuse the file if that
+    does not finish in time. A child that fails quickly is fine: the reader then gives its own error."""
+    try:
+        subprocess.run(
+            [sys.executable, "-c", _HDF5_CHECK, str(path)],
+            capture_output=True,
+            timeout=HDF5_CHECK_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(
+            f"{literal(path)}: damaged EMD (HDF5) file: reading its metadata did not finish in "
+            f"{HDF5_CHECK_SECONDS} s"
+        ) from None
+
+
 @register_reader("emd", (".emd",))
 def read_emd(path: Path) -> Image:
     from rsciio.emd import file_reader
+
+    _check_hdf5_answers(path)
 
     try:
         # Velox: images and EDS maps only (spectrum images are large and need the `sparse` package);

@@ -9,7 +9,10 @@ view in physical z, y, x order, so that the axes and pixel sizes mean what they 
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import warnings
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np
 
 from emzoo.errors import InputError
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import register_reader, register_writer
+from emzoo.io.registry import WRITTEN_BY, is_mark, register_reader, register_writer
 from emzoo.io.units import convert
 
 _log = logging.getLogger(__name__)
@@ -59,10 +62,14 @@ def _read_header(path: Path):
             f"{path}: unsupported or corrupt MRC data mode {int(header.mode)} "
             "(known modes: 0 int8, 1 int16, 2 float32, 4 complex64, 6 uint16, 12 float16)"
         ) from None
-    shape = mrcfile.utils.data_shape_from_header(header)
-    if min(shape) < 1:
-        raise InputError(f"{path}: the MRC header gives an empty or negative size {shape}: corrupt header?")
-    expected = _HEADER_BYTES + int(header.nsymbt) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    shape = tuple(int(n) for n in mrcfile.utils.data_shape_from_header(header))
+    if min(shape) < 1 or int(header.nsymbt) < 0:
+        raise InputError(
+            f"{path}: the MRC header gives an empty or negative size {shape} (extended header "
+            f"{int(header.nsymbt)} bytes): corrupt header?"
+        )
+    # Python integers: a corrupt header's sizes can overflow 64-bit arithmetic
+    expected = _HEADER_BYTES + int(header.nsymbt) + math.prod(shape) * dtype.itemsize
     if size < expected:
         raise InputError(
             f"{path}: file is smaller than its header says ({size} bytes, expected {expected} for "
@@ -72,6 +79,18 @@ def _read_header(path: Path):
     if size > expected:
         _log.warning("%s: %d bytes after the data block are ignored", path, size - expected)
     return header
+
+
+def _data_block(header) -> str:
+    """``NXxNYxNZ dtype, N GB`` as the header claims it."""
+    import mrcfile.utils
+
+    shape = tuple(int(n) for n in mrcfile.utils.data_shape_from_header(header))
+    try:
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except ValueError:
+        return "x".join(map(str, shape))
+    return f"{'x'.join(map(str, shape))} {dtype.name}, {math.prod(shape) * dtype.itemsize / 1e9:.1f} GB"
 
 
 def _imod_unsigned_bytes(header) -> bool:
@@ -106,12 +125,17 @@ def read_mrc(path: Path) -> Image:
             warnings.simplefilter("ignore", RuntimeWarning)  # "file is N bytes larger than expected"
             with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
                 data = mrc.data  # a numpy memmap: it keeps its own mapping after the file is closed
+                if data is None:  # permissive mode: mrcfile could not map the block it warned about
+                    raise InputError(
+                        f"{path}: the MRC data block ({_data_block(header)}) cannot be mapped into "
+                        "memory: a corrupt header, or more than this process may address (ulimit -v)"
+                    )
                 voxel = mrc.voxel_size
                 is_stack = bool(mrc.is_image_stack())
+    except InputError:
+        raise
     except Exception as e:
-        raise InputError(f"{path}: not a readable MRC file ({e})") from e
-    if data is None:
-        raise InputError(f"{path}: the MRC data block cannot be read (corrupt header?)")
+        raise InputError(f"{path}: not a readable MRC file ({_data_block(header)}: {e})") from e
     if _imod_unsigned_bytes(header):
         data = data.view(np.uint8)
     if data.ndim not in (2, 3):
@@ -169,9 +193,32 @@ def _target_dtype(data) -> np.dtype:
     raise InputError(f"cannot write {dtype} data as MRC (supported: float32, int16, uint16, uint8, int8)")
 
 
-@register_writer("mrc", ".mrc")
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of the (sparse) file before its memory map is written: on a full disk a
+    write to a mapped page kills the process (SIGBUS), while ``posix_fallocate`` fails with ENOSPC."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+
+
+def _marked(path: Path) -> bool:
+    import mrcfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+            return any(is_mark(label) for label in mrc.get_labels())
+
+
+@register_writer("mrc", ".mrc", marked=_marked)
 def write_mrc(path: Path, data, meta: ImageMeta) -> None:
-    """Write a 2D (``yx``) or 3D (``zyx``) array with its voxel size in Å.
+    """Write a 2D (``yx``) or 3D (``zyx``) array with its voxel size in Å; the first header label
+    holds emzoo's mark (:mod:`emzoo.io.write`).
 
     float32, int16, uint16 and int8 are written as they are; uint8 and bool as uint16 (MRC mode 6:
     MRC2014 mode 0 is signed), float64/float16 as float32, other integers as int16/uint16 when their
@@ -197,6 +244,7 @@ def write_mrc(path: Path, data, meta: ImageMeta) -> None:
     with mrcfile.new_mmap(
         path, shape=tuple(data.shape), mrc_mode=mrcfile.utils.mode_from_dtype(dtype)
     ) as mrc:
+        _reserve(path)
         out = mrc.data
         step = max(1, (64 * 2**20) // max(1, int(np.prod(data.shape[1:])) * dtype.itemsize))
         for start in range(0, data.shape[0], step):
@@ -204,4 +252,5 @@ def write_mrc(path: Path, data, meta: ImageMeta) -> None:
         if meta.axes == "zyx" and meta.header.get("image_stack"):
             mrc.set_image_stack()
         mrc.voxel_size = (sizes["x"], sizes["y"], sizes["z"])
+        mrc.add_label(WRITTEN_BY)
         mrc.update_header_stats()

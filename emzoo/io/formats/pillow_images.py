@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import register_reader, register_writer
+from emzoo.io.registry import WRITTEN_BY, is_mark, register_reader, register_writer
 
 
 @register_reader("png/jpeg", (".png", ".jpg", ".jpeg"))
@@ -28,9 +28,19 @@ def read_pillow(path: Path) -> Image:
     return Image(arr, ImageMeta(axes=axes, source=path, format=fmt))
 
 
-@register_writer("png", ".png")
+def _marked(path: Path) -> bool:
+    with PILImage.open(path) as im:
+        return is_mark(im.info.get("Software"))
+
+
+@register_writer("png", ".png", dtypes=("uint8", "uint16"), marked=_marked)
 def write_png(path: Path, data, meta: ImageMeta) -> None:
+    """8- or 16-bit PNG; a ``Software`` text chunk holds emzoo's mark (:mod:`emzoo.io.write`)."""
+    from PIL.PngImagePlugin import PngInfo
+
     arr = np.asarray(data)
     if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG holds uint8 or uint16 only, not {arr.dtype}; write TIFF instead")
-    PILImage.fromarray(arr).save(path, format="PNG")
+    info = PngInfo()
+    info.add_text("Software", WRITTEN_BY)
+    PILImage.fromarray(arr).save(path, format="PNG", pnginfo=info)

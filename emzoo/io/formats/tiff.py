@@ -6,14 +6,17 @@ resolution tags, in that order. Uncompressed files are memory-mapped, so only to
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from emzoo.errors import InputError, literal
+from emzoo.io.limits import check_file_holds, check_memory
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import register_reader, register_writer
+from emzoo.io.registry import WRITTEN_BY, is_mark, register_reader, register_writer
 from emzoo.io.units import convert, normalize_unit
 
 # tifffile axis codes -> emzoo axis letters; Q/I/P (unnamed page sequences) are stacks of slices
@@ -95,6 +98,27 @@ def _check_single_shape(tif: tifffile.TiffFile) -> None:
             )
 
 
+def _check_claimed_size(path: Path, series: tifffile.TiffPageSeries, contiguous: bool) -> None:
+    """Refuse a series whose header claims more than the file holds (uncompressed) or more than the
+    memory available (compressed: decompressed whole), before anything is allocated."""
+    nbytes = int(np.prod(series.shape, dtype=object)) * np.dtype(series.dtype).itemsize
+    what = f"{'x'.join(map(str, series.shape))} {np.dtype(series.dtype).name}"
+    for page in series.pages[:64]:
+        # a damaged header can claim millions of strips or tiles that the file's offset table lacks;
+        # tifffile would then allocate and scan all of them (minutes, GBs) before failing
+        chunked = getattr(page, "chunked", None)
+        offsets = getattr(page, "dataoffsets", None)
+        if page is not None and chunked and offsets is not None and len(offsets) < math.prod(chunked):
+            raise InputError(
+                f"{literal(path)}: damaged TIFF: a page of {what} needs {math.prod(chunked)} strips or "
+                f"tiles, its offset table lists {len(offsets)}"
+            )
+    if contiguous:
+        check_file_holds(path, int(series.dataoffset) + nbytes, what)
+    else:
+        check_memory(f"{path}: its compressed {what} data", nbytes, "decompress it in parts first")
+
+
 @register_reader("tiff", (".tif", ".tiff", ".ome.tif", ".ome.tiff"))
 def read_tiff(path: Path) -> Image:
     with tifffile.TiffFile(path) as tif:
@@ -105,6 +129,7 @@ def read_tiff(path: Path) -> Image:
         if not pixel_size:
             pixel_size, unit = _resolution_pixel_size(tif)
         contiguous = series.dataoffset is not None
+        _check_claimed_size(path, series, contiguous)
     data = tifffile.memmap(path, mode="r") if contiguous else tifffile.imread(path)
     data = data.reshape(series.shape) if data.shape != tuple(series.shape) else data
     meta = ImageMeta(
@@ -117,13 +142,19 @@ def read_tiff(path: Path) -> Image:
     return Image(data, meta)
 
 
-@register_writer("tiff", ".tif")
+def _marked(path: Path) -> bool:
+    with tifffile.TiffFile(path) as tif:
+        return is_mark(tif.pages.first.software)
+
+
+@register_writer("tiff", ".tif", marked=_marked)
 def write_tiff(path: Path, data, meta: ImageMeta) -> None:
-    """Write ImageJ-compatible TIFF (uint8/uint16/float32) with the pixel size, else plain TIFF."""
+    """Write ImageJ-compatible TIFF (uint8/uint16/float32) with the pixel size, else plain TIFF; the
+    ``Software`` tag holds emzoo's mark (:mod:`emzoo.io.write`)."""
     arr = np.asarray(data)
     axes = meta.axes.upper()
     px = meta.pixel_size
-    kwargs: dict = {"photometric": "minisblack"}
+    kwargs: dict = {"photometric": "minisblack", "software": WRITTEN_BY}
     if arr.dtype in _IMAGEJ_DTYPES and set(axes) <= set("TZCYX") and _imagej_order(axes):
         metadata: dict = {"axes": axes}
         if meta.unit and "x" in px and "y" in px:

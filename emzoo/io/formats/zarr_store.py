@@ -22,7 +22,7 @@ import numpy as np
 from emzoo.errors import InputError
 from emzoo.io.formats.numpy_npy import guess_axes
 from emzoo.io.meta import Image, ImageMeta
-from emzoo.io.registry import register_reader, register_writer
+from emzoo.io.registry import WRITTEN_BY, is_mark, register_reader, register_writer
 from emzoo.io.units import convert, normalize_unit
 
 NGFF_VERSION = "0.4"
@@ -30,6 +30,7 @@ _NGFF_ORDER = "tczyx"  # NGFF 0.4: time, then channel, then space
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _MARKERS = (".zgroup", ".zattrs", ".zarray", "zarr.json")
 _PENDING = "emzoo_pending_multiscales"  # set by create_ome_zarr, replaced by finalize_ome_zarr
+_MARK = "emzoo"  # {"written_by": "emzoo VERSION"}: emzoo's mark on the stores it writes (emzoo.io.write)
 
 
 def is_zarr_folder(path: Path) -> bool:
@@ -246,6 +247,7 @@ def create_ome_zarr(
         chunk_key_encoding={"name": "v2", "separator": "/"},
     )
     group.attrs[_PENDING] = ngff_multiscales(meta, name=name or path.name)
+    group.attrs[_MARK] = {"written_by": WRITTEN_BY}
     return array
 
 
@@ -281,7 +283,15 @@ def _copy_chunks(src, dst, perm: tuple[int, ...]) -> None:
         dst[region] = np.asarray(src[tuple(src_region)]).transpose(perm)
 
 
-@register_writer("ome-zarr", ".ome.zarr")
+def _marked(path: Path) -> bool:
+    """Was this store written by emzoo? (its group attributes, read without zarr)"""
+    import json
+
+    attrs = json.loads((path / ".zattrs").read_text(encoding="utf-8"))
+    return is_mark((attrs.get(_MARK) or {}).get("written_by"))
+
+
+@register_writer("ome-zarr", ".ome.zarr", marked=_marked)
 def write_ome_zarr(path: Path, data, meta: ImageMeta) -> None:
     """Write OME-NGFF 0.4 (level 0 only), transposing the axes to NGFF order where needed."""
     if len(data.shape) != len(meta.axes):

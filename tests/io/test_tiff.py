@@ -29,3 +29,30 @@ def test_pages_of_different_shapes_give_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="pages differ in shape") as err:
         read_image(path)
     assert str(path) in str(err.value)
+
+
+def test_a_tiff_whose_pages_loop_is_refused_at_once(tmp_path):
+    """A next-page offset pointing back into the chain made tifffile walk pages for ever (fuzz find)."""
+    import struct
+    import time
+
+    import numpy as np
+    import pytest
+    import tifffile
+
+    from emzoo.errors import InputError
+    from emzoo.io import read_image
+
+    path = tmp_path / "loop.tif"
+    tifffile.imwrite(path, np.zeros((2, 8, 8), np.uint8))
+    raw = bytearray(path.read_bytes())
+    first = struct.unpack_from("<I", raw, 4)[0]
+    n_tags = struct.unpack_from("<H", raw, first)[0]
+    second = struct.unpack_from("<I", raw, first + 2 + 12 * n_tags)[0]
+    n_second = struct.unpack_from("<H", raw, second)[0]
+    struct.pack_into("<I", raw, second + 2 + 12 * n_second, first)  # page 2 -> page 1 again
+    path.write_bytes(bytes(raw))
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="damaged TIFF: its chain of pages loops"):
+        read_image(path)
+    assert time.perf_counter() - start < 5

@@ -1,8 +1,9 @@
 """Evaluation metrics: one function per metric, numpy arrays in, a float out.
 
 Segmentation (:func:`pixel_error`, :func:`dice`, :func:`adapted_rand_error`,
-:func:`membrane_adapted_rand_error`), restoration (:func:`psnr`, :func:`ssim`) and counting or
-detection (:func:`count_mae`, :func:`count_relative_error`, :func:`detection_precision`,
+:func:`membrane_adapted_rand_error`, the ISBI 2012 challenge's :func:`v_rand` and :func:`v_info`),
+restoration (:func:`psnr`, :func:`ssim`) and counting or detection
+(:func:`count_mae`, :func:`count_relative_error`, :func:`detection_precision`,
 :func:`detection_recall`, :func:`detection_f1`). Probability maps are turned into masks with
 ``prediction > threshold``; boolean masks pass through unchanged. scipy and scikit-image are
 imported inside the functions that need them, so ``import emzoo.metrics`` stays light.
@@ -27,11 +28,16 @@ __all__ = [
     "detection_precision",
     "detection_recall",
     "dice",
+    "direction",
+    "full_name",
     "match_points",
     "membrane_adapted_rand_error",
     "pixel_error",
     "psnr",
+    "short_names",
     "ssim",
+    "v_info",
+    "v_rand",
 ]
 
 
@@ -107,6 +113,102 @@ def membrane_adapted_rand_error(
     seg, _ = ndimage.label(pred_cells, structure=structure)
     true, _ = ndimage.label(true_cells, structure=structure)
     return adapted_rand_error(seg, true)
+
+
+# -- ISBI 2012 challenge scores ----------------------------------------------------------------------
+
+
+_THINNING_PAD = 16  # px: membranes up to about twice as wide are thinned right up to the image's edge
+
+
+def _cells_after_thinning(membrane: np.ndarray) -> np.ndarray:
+    """Cells of a membrane mask with the membranes thinned to 1 px (skeletonised), as the challenge's
+    "after thinning" scores do: the 4-connected components of what is not on the thinned membrane;
+    0 on the membrane."""
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    # walls running into the image's edge are continued past it, so that their skeleton reaches the
+    # edge instead of stopping short of it (which would join the cells on either side)
+    pad = _THINNING_PAD
+    thin = skeletonize(np.pad(membrane, pad, mode="edge"))[(slice(pad, -pad),) * membrane.ndim]
+    cells, _ = ndimage.label(~thin, structure=ndimage.generate_binary_structure(membrane.ndim, 1))
+    return cells
+
+
+def _joint_fractions(prediction_cells: np.ndarray, true_cells: np.ndarray):
+    """Joint, true and predicted fractions of the pixels inside true cells (foreground-restricted);
+    predicted membrane pixels there count as singletons, each its own segment."""
+    inside = true_cells > 0
+    t, p = true_cells[inside].astype(np.int64), prediction_cells[inside].astype(np.int64)
+    n = max(len(t), 1)
+    singles = p == 0
+    pairs = np.unique(np.stack([t[~singles], p[~singles]]), axis=1, return_counts=True)[1] / n
+    true = np.bincount(t)[1:] / n
+    pred = np.bincount(p[~singles])[1:] / n
+    single = np.full(int(singles.sum()), 1.0 / n)
+    return np.concatenate([pairs, single]), true[true > 0], np.concatenate([pred[pred > 0], single])
+
+
+def _v_rand_at(pair: np.ndarray, true: np.ndarray, pred: np.ndarray) -> float:
+    """Rand F-score (Arganda-Carreras et al. 2015, eq. 3 with alpha 0.5)."""
+    return float(np.sum(pair**2) / (0.5 * np.sum(true**2) + 0.5 * np.sum(pred**2)))
+
+
+def _v_info_at(pair: np.ndarray, true: np.ndarray, pred: np.ndarray) -> float:
+    """Information-theoretic F-score (eq. 6 with alpha 0.5): mutual information over mean entropy."""
+
+    def entropy(f: np.ndarray) -> float:
+        return float(-np.sum(f * np.log(f)))
+
+    h_true, h_pred = entropy(true), entropy(pred)
+    mutual = h_true + h_pred - entropy(pair)
+    mean = 0.5 * h_true + 0.5 * h_pred
+    return 1.0 if mean == 0 else float(mutual / mean)
+
+
+def _isbi_scores(prediction, target, thresholds) -> list[tuple[float, float]]:
+    _same_shape(prediction, target)
+    true_cells = _cells_after_thinning(_mask(np.squeeze(target), 0.5))
+    probability = np.squeeze(np.asarray(prediction))
+    scores = []
+    for threshold in thresholds:
+        membrane = probability if probability.dtype == bool else probability > threshold
+        fractions = _joint_fractions(_cells_after_thinning(membrane), true_cells)
+        scores.append((_v_rand_at(*fractions), _v_info_at(*fractions)))
+        if probability.dtype == bool:
+            break
+    return scores
+
+
+ISBI_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(10))
+
+
+def v_rand(prediction: np.ndarray, target: np.ndarray, *, thresholds=ISBI_THRESHOLDS) -> float:
+    """The ISBI 2012 challenge's V_rand (higher is better): the foreground-restricted Rand F-score
+    after thinning, maximal over the thresholds of the membrane probability.
+
+    ``prediction``: membrane probability (or mask); ``target``: the true membrane mask. Membranes of
+    both are thinned to 1 px, cells are their 4-connected complements; only pixels inside true cells
+    count, and predicted membrane pixels there are singletons (Arganda-Carreras et al. 2015,
+    Frontiers in Neuroanatomy 9:142; the challenge's Fiji script, ``RandError``/"after thinning").
+
+    >>> truth = np.zeros((9, 9), bool); truth[:, 4] = True
+    >>> v_rand(truth.astype(float), truth), round(v_rand(np.zeros((9, 9)), truth), 3)
+    (1.0, 0.667)
+    """
+    return max(r for r, _ in _isbi_scores(prediction, target, thresholds))
+
+
+def v_info(prediction: np.ndarray, target: np.ndarray, *, thresholds=ISBI_THRESHOLDS) -> float:
+    """The ISBI 2012 challenge's V_info (higher is better): the foreground-restricted
+    information-theoretic F-score after thinning, maximal over thresholds (see :func:`v_rand`).
+
+    >>> truth = np.zeros((9, 9), bool); truth[:, 4] = True
+    >>> v_info(truth.astype(float), truth), round(v_info(np.zeros((9, 9)), truth), 3)
+    (1.0, 0.0)
+    """
+    return max(i for _, i in _isbi_scores(prediction, target, thresholds))
 
 
 # -- restoration ------------------------------------------------------------------------------------
@@ -197,3 +299,68 @@ def detection_f1(predicted: np.ndarray, true: np.ndarray, *, max_distance: float
         return 1.0
     matched = match_points(predicted, true, max_distance=max_distance)
     return float(2 * matched / (len(predicted) + len(true)))
+
+
+# -- metric names -----------------------------------------------------------------------------------
+
+SHORT_NAME_MAX = 16  # bioimage.io's config.bioimageio.evaluations[].metrics: at most 16 characters
+# short names that packages hold in config.bioimageio.evaluations -> the names used everywhere else
+OLD_SHORT_NAMES = {
+    "adapted_rand_err": "adapted_rand_error",
+    "membrane_adapted": "membrane_adapted_rand_error",
+    "count_relative_e": "count_relative_error",
+    "detection_precis": "detection_precision",
+}
+_HIGHER = ("psnr", "ssim", "dice", "f1", "precision", "recall", "accuracy", "iou", "score")
+_LOWER = ("error", "err", "mae", "mse", "rmse", "loss", "distance")
+
+
+def short_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The names as bioimage.io's evaluation ``metrics`` field takes them: at most 16 characters,
+    distinct; names that fit are kept as they are (the full name goes to ``metrics_long``).
+
+    >>> short_names(["dice", "adapted_rand_error"])
+    ['dice', 'adapted_rand_err']
+    """
+    out: list[str] = []
+    for name in names:
+        short = name[:SHORT_NAME_MAX]
+        i = 2
+        while short in out:
+            tail = f"_{i}"
+            short, i = name[: SHORT_NAME_MAX - len(tail)] + tail, i + 1
+        out.append(short)
+    return out
+
+
+def full_name(short: str, long: str | None = None) -> str:
+    """The metric name behind a short name of a package's ``config.bioimageio.evaluations``: its
+    ``metrics_long`` entry when that is a name starting with ``short`` (not a description), else the
+    known old short names, else ``short`` itself.
+
+    >>> full_name("adapted_rand_err", "adapted_rand_error"), full_name("adapted_rand_err")
+    ('adapted_rand_error', 'adapted_rand_error')
+    >>> full_name("count_mae", "mean absolute error of the count")
+    'count_mae'
+    """
+    if long:
+        head = long.split(":", 1)[0].strip()
+        if head.startswith(short) and head.replace("_", "").isalnum():
+            return head
+    return OLD_SHORT_NAMES.get(short, short)
+
+
+def direction(name: str) -> str | None:
+    """``"max"`` when a higher value of the metric ``name`` is better, ``"min"`` when lower is,
+    ``None`` when the name does not say (judged by its words: ``psnr_mean`` -> max,
+    ``count_rel_error`` -> min).
+
+    >>> direction("psnr_s25"), direction("count_rel_error"), direction("mean_probability")
+    ('max', 'min', None)
+    """
+    words = name.lower().replace("-", "_").split("_")
+    if any(w in _LOWER for w in words):
+        return "min"
+    if any(w in _HIGHER for w in words):
+        return "max"
+    return None

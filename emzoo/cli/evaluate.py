@@ -28,7 +28,12 @@ from emzoo.errors import UsageError
 )
 def command(model, images, labels, usecase, weight_format, output):
     """Run MODEL on every image in IMAGES, compare with the label of the same name in LABELS, and print
-    the use case's metrics (per image and mean)."""
+    the use case's metrics (per image and mean).
+
+    For counting models the labels are YOLO boxes (.txt: 'class cx cy w h', normalised) or point CSVs
+    (a header with y and x, optionally diameter_px); detected centres are matched one-to-one with the
+    labelled particles within half a box's smaller side (5 px for points without a diameter): precision,
+    recall, F1, count and relative count error, and box AP@0.5 when the model predicts sizes."""
     from emzoo.train.evaluation import evaluate_folders
 
     if output:  # a report that cannot be written is refused before the model runs
@@ -42,10 +47,12 @@ def command(model, images, labels, usecase, weight_format, output):
         f"{report['usecase']} metrics of {model} [{report['weights']}] on {report['sample_count']} images"
     )
     width = max(len(Path(s["image"]).name) for s in report["samples"]) + 2
-    click.echo("image".ljust(width) + "".join(n.rjust(20) for n in names))
-    for s in report["samples"]:
-        click.echo(Path(s["image"]).name.ljust(width) + "".join(f"{s['metrics'][n]:20.4f}" for n in names))
-    click.echo("mean".ljust(width) + "".join(f"{report['metrics'][n]:20.4f}" for n in names))
+    widths = [max(len(n), 8) + 2 for n in names]
+    click.echo("image".ljust(width) + "".join(n.rjust(w) for n, w in zip(names, widths, strict=True)))
+    rows = [(Path(s["image"]).name, s["metrics"]) for s in report["samples"]]
+    for label, metrics in [*rows, ("mean", report["metrics"])]:
+        cells = "".join(f"{metrics[n]:{w}.4f}" for n, w in zip(names, widths, strict=True))
+        click.echo(label.ljust(width) + cells)
     if output:
         from emzoo.atomic import write_text_atomic
 

@@ -55,6 +55,18 @@ def device_option(fn):
     )(fn)
 
 
+def precision_option(fn):
+    return click.option(
+        "--precision",
+        default="fp32",
+        show_default=True,
+        metavar="fp32|int8|bf16|fp16",
+        help="Numeric precision of the network. int8: ONNX weights on CPU, statically quantized once per "
+        "model (cached) and calibrated on the package's test input; its deviation from fp32 is reported. "
+        "bf16/fp16 are refused on CPU with the reason.",
+    )(fn)
+
+
 def weights_option(
     help: str = "Weight format to run (default: onnx, then torchscript, then pytorch_state_dict).",
 ):

@@ -12,6 +12,7 @@ from emzoo.cli.options import (
     flag_names,
     output_dir_option,
     overwrite_option,
+    precision_option,
     quiet_option,
     trust_option,
     weights_option,
@@ -109,6 +110,14 @@ def _tiling_options(fn):
                 default=None,
                 help="Tiles per model call (default: 1 on CPU, 4 on GPU).",
             ),
+            click.option(
+                "--tta/--no-tta",
+                default=None,
+                help="Test-time augmentation: average the network's outputs over the flips and 90-degree "
+                "turns of every tile (8 where tiles are square and pixels too, else the 4 that keep y "
+                "and x), before post-processing and thresholds; 4-8x the inference time. Default: as the "
+                "package asks (config.emzoo.tta), else off.",
+            ),
         )
     ):
         fn = decorator(fn)
@@ -169,7 +178,9 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
     from tqdm import tqdm
 
     first = samples[0][predictor.spec.inputs[0].id] if samples else None
-    desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}]"
+    precision = "" if predictor.precision.precision == "fp32" else f", {predictor.precision.precision}"
+    tta = ", tta" if predictor.tta else ""
+    desc = f"{predictor.spec.name} [{predictor.weights.format}, {predictor.device}{precision}{tta}]"
     bar = tqdm(
         total=len(samples), desc=desc, unit="image", disable=quiet, file=sys.stderr, dynamic_ncols=True
     )
@@ -200,13 +211,22 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
 @weights_option()
 @trust_option
 @device_option
+@precision_option
+@click.option(
+    "--calibrate",
+    multiple=True,
+    metavar="IMAGES",
+    help="With --precision int8: calibrate on these images (files or folders; the first 16 blocks) "
+    "instead of the package's test input (repeatable).",
+)
 @_tiling_options
 @click.option(
     "--output-format",
     default=None,
     metavar="FORMAT",
     help="tiff, mrc, ome-zarr, npy or png (default: follows the input: MRC -> mrc, Zarr -> ome-zarr, "
-    "else tiff). Outputs keep the input's pixel size.",
+    "else tiff). Outputs keep the input's pixel size. png: uint8/uint16 outputs (labels) as they are; float "
+    "outputs converted to 8-bit pictures as by --preview, full size (a volume: its middle slice only).",
 )
 @click.option(
     "--keep-axes",
@@ -226,6 +246,15 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
     is_flag=True,
     help="Counting models: also draw the found centres on each image (<name>_overlay.png).",
 )
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Also write an 8-bit <output>.preview.png beside each float output, for any viewer: "
+    "probabilities (within 0..1, or after a sigmoid/softmax) linear 0..255, other images stretched "
+    "between their 0.5 and 99.5 percentiles; a volume's middle slice; channels side by side in one "
+    "grid (channel 0 top left); larger than 8192 px: every n-th pixel. Skipped and replaced like the "
+    "outputs; outputs that exist already get their preview without predicting again.",
+)
 @overwrite_option()
 @quiet_option
 def command(model, inputs, out_dir, named, weight_format, device, quiet, **options):
@@ -239,6 +268,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
     from emzoo.drivers.files import predict_samples
     from emzoo.drivers.guards import check_run
     from emzoo.drivers.options import InputOptions, OutputOptions, RunOptions, StreamOptions
+    from emzoo.drivers.outputs import check_output_options
     from emzoo.runtime.predictor import Predictor
     from emzoo.runtime.settings import DeviceSpec, TileSettings
 
@@ -248,6 +278,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
         options["overwrite"],
         options["overlay"],
         keep_axes=options["keep_axes"],
+        preview=options["preview"],
     )
     if not inputs and not named:
         raise UsageError("give the images to predict: emzoo predict MODEL IMAGE_OR_FOLDER... [-o OUT]")
@@ -255,23 +286,30 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
         options["stream"], _sizes(options["chunk_size"], "--chunk-size"), options["dask_address"]
     )
     settings = TileSettings(
-        _sizes(options["tile"], "--tile"), options["halo"], options["blend"], options["batch_size"]
+        _sizes(options["tile"], "--tile"),
+        options["halo"],
+        options["blend"],
+        options["batch_size"],
+        tta=options["tta"],
     )
     run_options = RunOptions(output, InputOptions(options["slices"], options["stack"]), stream)
     predictor = Predictor(
         model,
         weight_format=weight_format,
         trust_package_code=options["trust_package_code"],
-        device=DeviceSpec.parse(device),
+        device=DeviceSpec.parse(device, precision=options["precision"], calibrate=options["calibrate"]),
         settings=settings,
     )
     # the options that depend on the model: checked once it is loaded, before any file is read
     check_run(predictor.spec, predictor.settings, run_options)
+    check_output_options(predictor.spec, run_options.output)
     if run_options.inputs.slices:
         from emzoo.drivers.slices import check_slices
 
         check_slices(predictor)
-    notes: list[str] = []
+    notes: list[str] = [] if predictor.precision.precision == "fp32" else [predictor.precision.note()]
+    if predictor.tta:
+        notes.append("test-time augmentation: outputs averaged over the tiles' flips and 90-degree turns")
     samples = _samples(predictor, inputs, named, run_options.inputs.stack, notes)
     client = _connect(predictor, stream.client)
     if client is not None:

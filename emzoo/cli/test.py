@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from emzoo.cli.options import device_option, flag_names, trust_option
+from emzoo.cli.options import device_option, flag_names, precision_option, trust_option
 
 _RESULT = {True: "pass", False: "FAIL", None: "not run"}
 
@@ -24,6 +24,7 @@ def _table(results) -> list[str]:
 @click.argument("models", nargs=-1, required=True)
 @click.option("--weights", "weight_formats", multiple=True, help="Test only this weight format (repeatable).")
 @device_option
+@precision_option
 @trust_option
 @click.option("--no-bioimageio", is_flag=True, help="Skip bioimageio.core's test_model (faster).")
 @click.option(
@@ -32,18 +33,28 @@ def _table(results) -> list[str]:
     default=None,
     help="Also write the results as JUnit XML (for CI dashboards).",
 )
-def command(models, weight_formats, device, trust_package_code, no_bioimageio, junit):
+def command(models, weight_formats, device, precision, trust_package_code, no_bioimageio, junit):
     """Check that each MODEL reproduces its own test outputs, for every weight format it has.
 
     Runs emzoo's runtime on the package's test inputs, compares with its test outputs within the
     package's reproducibility tolerance, then runs bioimageio.core's official test_model.
     Exit code 1 if any check fails. Checks of pytorch_state_dict weights, which run the package's own
     code, are reported as not run unless the package is trusted (built by emzoo, in emzoo's zoo, or
-    trusted with the option below).
+    trusted with the option below). With --precision int8, emzoo's check runs the quantized model and
+    reports its mismatch (max abs, mean abs, relative) with the fp32 test outputs.
     """
     from emzoo.runtime.settings import DeviceSpec
 
-    device = str(DeviceSpec.parse(device))  # an impossible device is a usage error before any test
+    spec = DeviceSpec.parse(device, precision=precision)  # impossible values: usage errors before any test
+    device, precision = str(spec), spec.precision
+    if precision != "fp32":
+        from emzoo.runtime.backends.quantize import refusal
+
+        why = refusal(precision, "onnx", "cpu")  # what this CPU cannot do at all is refused before any test
+        if why is not None:
+            from emzoo.errors import UsageError
+
+            raise UsageError(why)
     if junit:  # a report that cannot be written is refused before any test runs
         import os
         from pathlib import Path
@@ -67,6 +78,7 @@ def command(models, weight_formats, device, trust_package_code, no_bioimageio, j
             device=device,
             trust_package_code=trust_package_code,
             names=flag_names(click.get_current_context().command),
+            precision=precision,
         )
         results += found
         skipped = sum(r.passed is None for r in found)

@@ -35,15 +35,33 @@ def _list() -> str:
     from emzoo.train.discovery import broken_usecases, discover, training_dirs
 
     found = discover()
-    lines = [f"Use cases in {', '.join(str(d) for d in training_dirs())}:"]
+    rows = []
     for name in sorted(found):
         doc = (found[name].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name}" + (f"  {doc[0]}" if doc else ""))
+        rows.append((name, doc[0].strip() if doc else ""))
+    rows.extend((folder.name, f"BROKEN: {error}") for folder, error in broken_usecases().items())
+    width = max((len(name) for name, _ in rows), default=0)
+    lines = [f"Use cases in {', '.join(str(d) for d in training_dirs())}:"]
+    lines.extend(f"  {name:<{width}}  {text}".rstrip() for name, text in rows)
     if not found:
         lines.append("  (none; set EMZOO_TRAINING_DIR to the folder that holds them)")
-    for folder, error in broken_usecases().items():
-        lines.append(f"  {folder.name}  BROKEN: {error}")
     return "\n".join(lines)
+
+
+def _epoch_time(uc, data_dir: Path | None, run_dir: Path | None, overrides, device: str) -> str:
+    """The epoch time for ``--show-params``: recorded by the run in ``--out``, else measured on
+    ``--data`` (a few real training steps), else how to get it."""
+    from emzoo.train.trainer import measure_epoch_time, recorded_epoch_time
+
+    recorded = recorded_epoch_time(run_dir) if run_dir is not None else None
+    if recorded is not None:
+        return str(recorded)
+    if data_dir is None:
+        return (
+            "time per epoch: add --data DIR to measure it on your data and this machine "
+            "(or --out RUN_DIR of an earlier run to read it from its log.csv)"
+        )
+    return str(measure_epoch_time(uc, data_dir, overrides=overrides, device=device))
 
 
 @click.command("train", cls=_TrainCommand)
@@ -58,13 +76,18 @@ def _list() -> str:
 @click.option("--grid", multiple=True, metavar="KEY=V1,V2 ...", help="Train every combination (grid search).")
 @device_option
 @click.option("--list", "list_", is_flag=True, help="List the use cases and exit.")
-@click.option("--show-params", is_flag=True, help="Show USE_CASE's parameters with explanations and exit.")
+@click.option(
+    "--show-params",
+    is_flag=True,
+    help="Show USE_CASE's parameters with explanations and the time per epoch (read from the run in "
+    "--out, or measured on a few training steps on --data) and exit.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device, list_, show_params, quiet):
     """Train USE_CASE (see --list) on --data into the run folder --out.
 
     \b
-    emzoo train membrane_segmentation --data ../shared/data/isbi2012_membranes --out runs/membranes
+    emzoo train membrane_segmentation --data data/isbi2012_membranes --out runs/membranes
     emzoo train membrane_segmentation --out runs/membranes --resume --epochs 120
     emzoo train membrane_segmentation --data DIR --out runs/grid --grid lr=1e-3,3e-4 batch_size=2,4
     """
@@ -81,6 +104,7 @@ def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device
         if uc.params_file is None:
             raise UsageError(f"use case {use_case!r} declares no params_file")
         click.echo(format_params(load_param_file(uc.params_file)))
+        click.echo(_epoch_time(uc, data_dir, run_dir, overrides, device))
         return
     if run_dir is None:
         raise UsageError("--out is required: the run folder to write (or to continue with --resume)")

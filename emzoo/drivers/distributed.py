@@ -121,7 +121,9 @@ def connect(client):
     try:
         from distributed import Client, get_client
     except ImportError:
-        raise UsageError("{client} needs dask.distributed: pip install 'emzoo[dask]'") from None
+        raise UsageError(
+            "{client} needs dask.distributed: pip install distributed, or the [dask] extra of emzoo"
+        ) from None
     if client is None:
         try:
             return get_client()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +27,16 @@ from emzoo.atomic import is_disk_full, no_space
 from emzoo.drivers import guards
 from emzoo.drivers.kinds import OutputKind, Sample, output_kind
 from emzoo.drivers.options import RunOptions
-from emzoo.drivers.outputs import output_format_for, output_paths, output_stems, write_output
+from emzoo.drivers.outputs import (
+    PREVIEW_SUFFIX,
+    check_output_options,
+    output_format_for,
+    output_paths,
+    output_stems,
+    preview_paths,
+    write_output,
+    write_previews,
+)
 from emzoo.drivers.slices import predict_slices, takes_slices
 from emzoo.errors import EmzooError, Names, UsageError, literal, render
 from emzoo.io import Image, InputFile, read_image, read_slice_folder
@@ -68,7 +78,7 @@ def _guarded(summary: Summary, path: Path, out_dir: Path, fn: Callable[[], None]
     try:
         fn()
     except EmzooError as e:
-        summary.failed.append((path, e.template))
+        summary.failed.append((path, _without_path(path, e.template)))
     except MemoryError:
         summary.failed.append((path, "out of memory: try a smaller {tile}"))
     except OSError as e:
@@ -82,6 +92,14 @@ def _guarded(summary: Summary, path: Path, out_dir: Path, fn: Callable[[], None]
         summary.failed.append((path, f"{type(e).__name__}: {e}"))
 
 
+def _without_path(path: Path, reason: str) -> str:
+    """A failure's reason without the input's path in front: the summary line names it already."""
+    for shown in (literal(path), str(path)):
+        if reason.startswith(shown + ": "):
+            return reason[len(shown) + 2 :]
+    return reason
+
+
 @dataclass(frozen=True)
 class _Run:
     """What every sample of one run shares."""
@@ -92,6 +110,53 @@ class _Run:
     options: RunOptions
     on_tile: Callable[[int, int], None] | None
     inputs: frozenset[Path] = frozenset()  # every input of the run, resolved: never overwritten
+    overlap: _Overlap | None = None  # reads ahead and writes behind in threads (RunOptions.overlap)
+
+
+class _Overlap:
+    """Reads the next sample's inputs and writes the last sample's outputs while the model runs: one
+    read ahead and one write behind (bounded memory). A failed read or write is the failure of its
+    input, as without overlap; :meth:`close` lets the write under way finish (it is atomic), also on
+    Ctrl-C, so nothing half-written is left and no prediction that is done is lost."""
+
+    def __init__(self, summary: Summary, out_dir: Path, stack: bool):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.summary, self.out_dir, self.stack = summary, out_dir, stack
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="emzoo-read")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="emzoo-write")
+        self.reads: dict[tuple[Path, ...], Future] = {}
+        self.pending: Future | None = None
+
+    def prefetch(self, inputs: dict[str, InputFile]) -> None:
+        key = tuple(item.path for item in inputs.values())
+        self.reads[key] = self.reader.submit(_read_all, inputs, self.stack)
+
+    def images(self, inputs: dict[str, InputFile]) -> dict[str, Image]:
+        """The inputs read ahead (their read's error raised here), else read now."""
+        future = self.reads.pop(tuple(item.path for item in inputs.values()), None)
+        return _read_all(inputs, self.stack) if future is None else future.result()
+
+    def write(self, path: Path, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (the writes of ``path``'s outputs) in the writer, after the write before it."""
+        self.wait()
+        self.pending = self.writer.submit(_guarded, self.summary, path, self.out_dir, fn)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+
+    def close(self) -> None:
+        for future in self.reads.values():
+            future.cancel()
+        self.reader.shutdown(wait=True, cancel_futures=True)
+        self.writer.shutdown(wait=True)
+        self.pending = None
+
+
+def _read_all(inputs: dict[str, InputFile], stack: bool) -> dict[str, Image]:
+    return {tid: read_input(item.path, stack=stack) for tid, item in inputs.items()}
 
 
 def predict_samples(
@@ -112,6 +177,7 @@ def predict_samples(
     """
     options = options or RunOptions()
     guards.check_run(predictor.spec, predictor.settings, options)
+    check_output_options(predictor.spec, options.output)
     out_dir = Path(out_dir)
     summary = Summary()
     samples, left_out = guards.own_outputs(samples, out_dir)
@@ -122,23 +188,35 @@ def predict_samples(
             f"earlier run, not predicted again): {shown}"
         )
     inputs = frozenset(guards.input_set(samples))
-    run = _Run(predictor, output_kind(predictor.spec), out_dir, options, on_tile, inputs)
+    overlap = (
+        _Overlap(summary, out_dir, options.inputs.stack) if options.overlap and len(samples) > 1 else None
+    )
+    run = _Run(predictor, output_kind(predictor.spec), out_dir, options, on_tile, inputs, overlap)
     start = time.perf_counter()
     first_id = predictor.spec.inputs[0].id
     stems = output_stems([s[first_id] for s in samples])
-    for sample in samples:
-        item = sample[first_id]
-        if on_file is not None:
-            on_file(item)
-        _guarded(
-            summary,
-            item.path,
-            out_dir,
-            lambda s=sample, i=item: _predict_one(run, s, i, stems[i.path], summary),
-        )
+    try:
+        for n, sample in enumerate(samples):
+            item = sample[first_id]
+            if overlap is not None and n + 1 < len(samples):
+                overlap.prefetch(samples[n + 1])  # read while this sample is predicted
+            if on_file is not None:
+                on_file(item)
+            _guarded(
+                summary,
+                item.path,
+                out_dir,
+                lambda s=sample, i=item: _predict_one(run, s, i, stems[i.path], summary),
+            )
+    finally:
+        if overlap is not None:  # the last writes finish (each atomic), also on Ctrl-C
+            overlap.close()
     finished = run.kind.finish_run(run.out_dir, summary.rows)
     summary.written += finished.written
     summary.notes += finished.notes
+    previews = sum(p.name.endswith(PREVIEW_SUFFIX) for p in summary.written)
+    if previews:
+        summary.notes.append(f"previews: {previews} (<output>{PREVIEW_SUFFIX}, 8-bit, beside the outputs)")
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -167,17 +245,22 @@ def _predict_one(
     run: _Run, inputs: dict[str, InputFile], name_from: InputFile, base_name: str, summary: Summary
 ) -> None:
     predictor, options = run.predictor, run.options
-    images = {tid: read_input(item.path, stack=options.inputs.stack) for tid, item in inputs.items()}
+    images = _read_all(inputs, options.inputs.stack) if run.overlap is None else run.overlap.images(inputs)
     first = images[predictor.spec.inputs[0].id]
     fmt = output_format_for(first.meta.format, options.output.format)
     base = run.out_dir / base_name
     paths = output_paths(predictor.spec, base, fmt)
     extra = run.kind.extra_paths(base)
-    wanted = {**paths, **extra}
+    previews = preview_paths(predictor.spec, paths) if options.output.preview else {}
+    wanted = {**paths, **extra, **previews}
     guards.check_outputs(wanted.values(), run.inputs, run.out_dir)
     todo = {key: p for key, p in wanted.items() if options.output.overwrite or not p.exists()}
     if not todo:
         summary.skipped.append(name_from.path)
+        return
+    if set(todo) <= set(previews):  # every output exists: their previews are drawn from them
+        summary.written += write_previews(predictor.spec, todo, None, paths)
+        summary.done.append(name_from.path)
         return
     stream = run.kind.streams and should_stream(predictor, images, fmt, options)
     if not stream:  # streamed chunks are checked as they are read (emzoo.drivers.streaming)
@@ -187,6 +270,7 @@ def _predict_one(
     summary.notes.extend(f"warning: {literal(name_from.path)}: {w}" for w in warnings)
     if stream and _stream_one(run, first, name_from, paths, fmt, summary):
         summary.written.extend(paths.values())
+        summary.written += write_previews(predictor.spec, todo, None, paths)
         summary.done.append(name_from.path)
         return
     if stream:  # the model cannot stream: predicted in memory after all
@@ -200,10 +284,18 @@ def _predict_one(
     summary.written += finished.written
     if finished.row is not None:
         summary.rows.append(finished.row)
-    for tid, path in todo.items():
-        if tid in paths:
-            summary.written.append(write_output(path, predictor.spec.output(tid), results[tid], fmt))
-    summary.done.append(name_from.path)
+
+    def write() -> None:
+        for tid, path in todo.items():
+            if tid in paths:
+                summary.written.append(write_output(path, predictor.spec.output(tid), results[tid], fmt))
+        summary.written += write_previews(predictor.spec, todo, results, paths)
+        summary.done.append(name_from.path)
+
+    if run.overlap is None:
+        write()
+    else:  # written while the next sample is predicted; its failure is this input's, as above
+        run.overlap.write(name_from.path, write)
 
 
 def _check_in_memory(

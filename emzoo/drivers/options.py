@@ -22,6 +22,7 @@ class OutputOptions:
     overwrite: bool = False  # replace outputs that exist (otherwise their inputs are skipped)
     overlay: bool = False  # output kinds that draw (counting): also write an overlay PNG
     keep_axes: bool = False  # every axis the package declares but batch (default: a 1-channel axis dropped)
+    preview: bool = False  # beside each float image output an 8-bit <output stem>.preview.png
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,5 @@ class RunOptions:
     output: OutputOptions = field(default_factory=OutputOptions)
     inputs: InputOptions = field(default_factory=InputOptions)
     stream: StreamOptions = field(default_factory=StreamOptions)
+    # read the next input and write the last outputs while the model runs (one ahead, one behind)
+    overlap: bool = True

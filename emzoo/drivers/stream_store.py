@@ -42,7 +42,11 @@ def header(predictor: Predictor, image: Image, plan: StreamPlan, fmt: str) -> di
         "model": predictor.spec.name,
         "weights": weights.sha256 or weights.source,
         "weight_format": weights.format,
-        "settings": {k: v for k, v in asdict(predictor.settings).items() if k != "batch_size"},
+        # tta as it runs (the package's default when not asked for), batch size as it likes
+        "settings": {
+            **{k: v for k, v in asdict(predictor.settings).items() if k != "batch_size"},
+            "tta": predictor.tta,
+        },
         "input": str(Path(image.meta.source).resolve()) if image.meta.source else None,
         "input_shape": list(plan.image_shape),
         "slices": plan.sample_axis is not None,

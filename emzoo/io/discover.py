@@ -2,7 +2,8 @@
 
 Folders are searched recursively, following symbolic links, but each folder only once: a link back to
 a folder searched already (a loop), a link that loops on itself and a broken link are skipped with a
-note, and the images beside them are still found.
+note, and the images beside them are still found. Files that are no image emzoo reads are counted
+by suffix: a note says what was passed over (``skipped 2 files emzoo does not read (.txt)``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from emzoo.errors import UsageError
-from emzoo.io.lookup import find_reader
+from emzoo.errors import UsageError, literal
+from emzoo.io.lookup import find_reader, supported_suffixes
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class _Walk:
     def __init__(self, notes: list[str]):
         self.notes = notes
         self.seen: set[tuple[int, int]] = set()
+        self.unread: dict[str, int] = {}  # suffix -> files that are no image emzoo reads
 
     def folder(self, folder: Path) -> list[InputFile]:
         try:
@@ -72,11 +74,34 @@ class _Walk:
                 found.extend(InputFile(f.path, child.name / f.relative) for f in self.folder(child))
             elif _is_image(child):
                 found.append(InputFile(child, Path(child.name)))
+            elif child.is_file():
+                suffix = child.suffix.lower() or "no suffix"
+                self.unread[suffix] = self.unread.get(suffix, 0) + 1
         return found
 
+    def unread_files(self) -> str:
+        """``3 files (.txt, .xyz)``: what the search passed over ('' when nothing)."""
+        n = sum(self.unread.values())
+        if not n:
+            return ""
+        return f"{n} file{'s' if n > 1 else ''} ({', '.join(sorted(self.unread))})"
 
-def _walk(folder: Path, notes: list[str] | None = None) -> list[InputFile]:
-    return _Walk(notes if notes is not None else []).folder(folder)
+
+def _walk(folder: Path, notes: list[str] | None = None, *, required: bool = False) -> list[InputFile]:
+    """The images under ``folder``; ``required``: none is a usage error (saying what is there)."""
+    notes = notes if notes is not None else []
+    walk = _Walk(notes)
+    found = walk.folder(folder)
+    unread = walk.unread_files()
+    if not found and required:
+        holds = f"it holds {unread}" if unread else "it holds no files"
+        known = ", ".join(sorted(supported_suffixes()))
+        raise UsageError(
+            f"{literal(folder)}: the folder holds no image that emzoo reads ({holds}; emzoo reads {known})"
+        )
+    if unread:
+        notes.append(f"skipped {unread} in {literal(folder)} that emzoo does not read")
+    return found
 
 
 def expand_inputs(arguments: list[str | Path], notes: list[str] | None = None) -> list[InputFile]:
@@ -109,10 +134,7 @@ def expand_inputs(arguments: list[str | Path], notes: list[str] | None = None) -
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
         if path.is_dir() and find_reader(path) is None:
-            found = _walk(path, notes)
-            if not found:
-                raise UsageError(f"{path}: the folder holds no image that emzoo reads")
-            files.extend(found)
+            files.extend(_walk(path, notes, required=True))
         else:
             files.append(InputFile(path, Path(path.name)))
     return _unique(files)

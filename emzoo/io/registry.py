@@ -4,7 +4,8 @@
 
 A writer declares the dtypes it holds (``dtypes``, None: any) and how its files are recognised as
 emzoo's own outputs (``marked``: reads the :data:`WRITTEN_BY` mark its writer embeds; None: the
-format has no metadata and :func:`emzoo.io.write.write_image` writes a sidecar instead).
+format has no metadata and :func:`emzoo.io.write.write_image` writes a sidecar instead). A writer of
+``pictures`` (PNG) holds float images as 8-bit pictures (:mod:`emzoo.io.preview`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Writer:
     write: WriteFn
     dtypes: tuple[str, ...] | None = None  # the dtypes the format holds; None: any
     marked: MarkedFn | None = None  # does this file carry emzoo's mark? None: a sidecar marks it
+    pictures: bool = False  # float images are written as 8-bit pictures (emzoo.io.preview)
 
 
 _READERS: dict[str, Reader] = {}
@@ -65,13 +67,19 @@ def register_reader(name: str, suffixes: tuple[str, ...], probe: ProbeFn | None 
 
 
 def register_writer(
-    name: str, suffix: str, *, dtypes: tuple[str, ...] | None = None, marked: MarkedFn | None = None
+    name: str,
+    suffix: str,
+    *,
+    dtypes: tuple[str, ...] | None = None,
+    marked: MarkedFn | None = None,
+    pictures: bool = False,
 ):
     """Decorator: register ``fn(path, array, meta)`` as the writer of format ``name`` (``dtypes``: what
-    it holds, None: any; ``marked``: recognises the :data:`WRITTEN_BY` mark ``fn`` embeds)."""
+    it holds, None: any; ``marked``: recognises the :data:`WRITTEN_BY` mark ``fn`` embeds;
+    ``pictures``: float images reach ``fn`` as 8-bit pictures)."""
 
     def deco(fn: WriteFn) -> WriteFn:
-        _WRITERS[name] = Writer(name, suffix, fn, dtypes, marked)
+        _WRITERS[name] = Writer(name, suffix, fn, dtypes, marked, pictures)
         return fn
 
     return deco

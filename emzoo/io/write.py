@@ -12,7 +12,10 @@ driver uses it so that outputs written inside an input folder are not predicted 
 run.
 
 **Writable dtypes.** :func:`writable_dtype` (what an array is written as) and :func:`check_writable`
-(does a format hold it) are the one place that knows what the formats take.
+(does a format hold it) are the one place that knows what the formats take. A format of 8-bit
+pictures (PNG) takes integers it holds (uint8, uint16: label images) as they are, losslessly, and
+float images as 8-bit pictures (:func:`emzoo.io.preview.preview_pixels`: probabilities linear,
+others stretched; a volume's middle slice; channels in a grid).
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ from emzoo.atomic import atomic_path, write_text_atomic
 from emzoo.errors import UsageError
 from emzoo.io.lookup import get_writer, list_writers
 from emzoo.io.meta import ImageMeta
+from emzoo.io.preview import preview_pixels
 from emzoo.io.registry import WRITTEN_BY, Writer, is_mark
 
 
-def write_image(path: str | Path, data, meta: ImageMeta, *, format: str = "tiff") -> Path:
+def write_image(
+    path: str | Path, data, meta: ImageMeta, *, format: str = "tiff", probability: bool | None = None
+) -> Path:
     """Write ``data`` with the writer of ``format``; nothing appears at ``path`` unless it succeeds
-    (a full disk raises :class:`emzoo.atomic.NoSpaceError` and leaves nothing behind)."""
+    (a full disk raises :class:`emzoo.atomic.NoSpaceError` and leaves nothing behind). Float data
+    meant for a format of pictures (PNG) is written as one (``probability``: the data are
+    probabilities; None: decided from the values)."""
     writer = get_writer(format)
+    if writer.pictures and np.dtype(data.dtype).kind == "f":
+        data = preview_pixels(data, meta.axes, probability=probability)
+        meta = meta.with_axes("yx")
     path = Path(path)
     needed = _nbytes(data)
     with atomic_path(path, needed=needed) as tmp:
@@ -86,10 +97,17 @@ def written_by_emzoo(path: str | Path) -> bool:
     return False
 
 
-def writable_dtype(dtype) -> np.dtype:
-    """The dtype an array of ``dtype`` is written as: bool as uint8, float64 as float32, else itself."""
+def writable_dtype(dtype, format: str | None = None) -> np.dtype:
+    """The dtype an array of ``dtype`` is written as: bool as uint8, float64 as float32, else itself;
+    in ``format``, if it is one of 8-bit pictures (PNG), floats as uint8 pictures.
+
+    >>> [writable_dtype(d).name for d in ("bool", "float64", "int32")]
+    ['uint8', 'float32', 'int32']
+    >>> [writable_dtype(d, "png").name for d in ("float32", "uint16", "int32")]
+    ['uint8', 'uint16', 'int32']
+    """
     d = np.dtype(dtype)
-    if d == np.bool_:
+    if d == np.bool_ or (d.kind == "f" and format is not None and get_writer(format).pictures):
         return np.dtype(np.uint8)
     if d == np.float64:
         return np.dtype(np.float32)
@@ -100,10 +118,12 @@ def check_writable(format: str, dtype, what: str = "the data") -> None:
     """Raise :class:`UsageError` (naming ``{format}``) when the writer of ``format`` cannot hold
     ``dtype`` as :func:`writable_dtype` converts it."""
     writer = get_writer(format)
-    written = writable_dtype(dtype)
+    written = writable_dtype(dtype, format)
     if writer.dtypes is None or written.name in writer.dtypes:
         return
-    others = sorted(w.name for w in list_writers() if w.dtypes is None or written.name in w.dtypes)
+    others = sorted(
+        w.name for w in list_writers() if w.dtypes is None or writable_dtype(dtype, w.name).name in w.dtypes
+    )
     raise UsageError(
         f"{{format}} {format}: {format.upper()} holds {' or '.join(writer.dtypes)} only, but {what} is "
         f"{written.name}: write {', '.join(others)} instead"

@@ -32,7 +32,7 @@ import numpy as np
 from emzoo.package.spec import Tolerance
 from emzoo.packaging import descr as D
 from emzoo.packaging import draft
-from emzoo.packaging.card import CardFacts, axes_text, data_card, ops_text, render_card
+from emzoo.packaging.card import CardFacts, axes_text, data_card, ops_text, render_card, shown_package
 from emzoo.packaging.covers import render_cover
 from emzoo.packaging.draft import Job
 from emzoo.packaging.export import (
@@ -61,6 +61,8 @@ from emzoo.version import __version__
 log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[PredictFn], Mapping[str, Any]]
+# progress(stage, done): a new stage (done None), or ``done`` items of the current one finished
+Progress = Callable[[str, int | None], None]
 
 __all__ = ["BuildOptions", "Tolerance", "package_module"]
 
@@ -84,6 +86,7 @@ class BuildOptions:
     version: str = "0.1.0"
     test_with_bioimageio: bool = True  # bioimageio.core.test_model per weight format before writing
     overwrite: bool = False
+    progress: Progress | None = field(default=None, compare=False)  # told each step (emzoo package)
 
 
 def package_module(
@@ -139,6 +142,7 @@ def package_module(
     tin = info.inputs[0]
     raw = sample_in_input_axes(sample, tin)
     network = frozen_copy(module)
+    _tell(options, "measuring the network (size step, receptive field)")
     geometry = measure(
         network,
         channels=len(tin.channel_names),
@@ -156,12 +160,14 @@ def package_module(
             job,
             options,
             architecture,
-            output.name,
+            shown_package(output),
             evaluate=evaluate,
             stats=_statistics(raw, training_stats, training_images),
             training=dict(training or {}),
             extra_config=extra_config or {},
         )
+        checked = f" and running bioimageio.core's test_model ({', '.join(formats)})"
+        _tell(options, "writing the package" + (checked if options.test_with_bioimageio else ""))
         save_and_check(final, output, formats, test_with_bioimageio=options.test_with_bioimageio)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -209,17 +215,20 @@ def _build(
     from bioimageio.spec.common import FileDescr
 
     info = job.info
+    _tell(options, f"exporting {', '.join(job.formats)} and checking them against PyTorch")
     exported = _export(job, options, architecture)
     tolerances = draft.package_tolerances(job)
     described = draft.describe(job, exported, tolerances, draft.save_plain_outputs(job))
     draft_dir = draft.save_draft(described, job.path("draft"))
+    _tell(options, "running the draft package with emzoo's runtime (test tensors, covers)")
     reference, test_outputs, sample_outputs = draft.runtime_test_outputs(job, draft_dir, tolerances)
     predict = draft.predict_fn(draft_dir, reference, job.tin)
     covers = _covers(job, predict)
     attachments = []
     evaluation = None
     if evaluate is not None:
-        evaluation = _evaluate(evaluate, predict)
+        _tell(options, "evaluating the package and its classical baseline on the held-out images")
+        evaluation = _evaluate(evaluate, _counted(predict, options))
         job.path("evaluation.json").write_text(json.dumps(jsonable(evaluation), indent=1))
         attachments.append(job.path("evaluation.json"))
     _write_cards(job, file_name, stats, evaluation, training)
@@ -300,6 +309,27 @@ def _covers(job: Job, predict: PredictFn) -> list[Path]:
         )
         for t in job.info.outputs
     ]
+
+
+def _tell(options: BuildOptions, stage: str, done: int | None = None) -> None:
+    log.info("%s%s", stage, "" if done is None else f" [{done}]")
+    if options.progress is not None:
+        options.progress(stage, done)
+
+
+def _counted(predict: PredictFn, options: BuildOptions) -> PredictFn:
+    """``predict`` that tells ``options.progress`` how many images it has predicted."""
+    done = 0
+
+    def counted(image: np.ndarray) -> dict[str, np.ndarray]:
+        nonlocal done
+        result = predict(image)
+        done += 1
+        if options.progress is not None:
+            options.progress("images predicted", done)
+        return result
+
+    return counted
 
 
 def _evaluate(evaluate: EvaluateFn, predict: PredictFn) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emzoo.packaging.info import PackagingInfo, TensorInfo
@@ -24,7 +25,7 @@ class CardFacts:
     evaluation: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     tolerance: str = ""
-    file_name: str = "model.zip"
+    file_name: str = "model.zip"  # the package as the card's commands name it (see run_section)
     preprocessing: str = ""
     postprocessing: dict[str, str] = field(default_factory=dict)
 
@@ -50,6 +51,54 @@ def metrics_table(evaluation: dict[str, Any]) -> str:
 
 def _bullets(d: dict[str, Any]) -> str:
     return "\n".join(f"- **{k}**: {_fmt(v)}" for k, v in d.items()) or "- (not recorded)"
+
+
+def run_section(package: str) -> str:
+    """The card's "How to run it": commands that run as written from the folder ``package`` is named
+    relative to (e.g. ``zoo_models/NAME`` from the repository root), on the package's own sample image
+    when it is a folder, on a placeholder ``IMAGE.tif`` when it is a zip."""
+    sample = "IMAGE.tif" if package.lower().endswith(".zip") else f"{package}/sample_input.tif"
+    where = (
+        f"`IMAGE.tif` stands for your image; the commands run from the folder that holds `{package}`"
+        if sample == "IMAGE.tif"
+        else f"the commands run from the folder that holds `{package}`, on the package's own sample image"
+    )
+    return (
+        "## How to run it\n\n"
+        "emzoo is installed from its source repository (it is not on a package index): in a clone of it, "
+        '`pip install -e ".[cpu]"` (ONNX Runtime on the CPU; `[gpu]` for NVIDIA GPUs, `[train]` for the '
+        "PyTorch weights). Then, with emzoo (ONNX Runtime, tiled, any image size; "
+        f"{where}):\n\n"
+        "```bash\n"
+        f"emzoo predict {package} {sample} -o predictions/\n"
+        f"emzoo test {package}\n"
+        "```\n\n"
+        "```python\n"
+        "from emzoo import Predictor\n"
+        "from emzoo.io import read_image\n\n"
+        f'predictor = Predictor("{package}")\n'
+        f'outputs = predictor.predict(read_image("{sample}"))\n'
+        "```\n\n"
+        "With bioimageio.core (choose the ONNX weights: the default is the slowest format here):\n\n"
+        "```bash\n"
+        f"bioimageio test {package}\n"
+        f"bioimageio predict {package} --inputs {sample} --outputs out.tif --weight-format onnx\n"
+        "```\n\n"
+        "```python\n"
+        "from bioimageio.core import create_prediction_pipeline, load_model_description\n\n"
+        f'pp = create_prediction_pipeline(load_model_description("{package}"), weights_format="onnx")\n'
+        "```"
+    )
+
+
+def shown_package(output: str | Path) -> str:
+    """``output`` as a card's commands name it: relative to the working folder when inside it
+    (``zoo_models/NAME`` when packaged from the repository root), else its name."""
+    path = Path(output).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def render_card(info: PackagingInfo, facts: CardFacts) -> str:
@@ -115,29 +164,7 @@ def render_card(info: PackagingInfo, facts: CardFacts) -> str:
         f"{outputs}\n\nPost-processing:\n{post}\n\n{geometry}\n\n"
         f"Weight formats: {fmts} (all three produce the test output within the reproducibility "
         f"tolerance {facts.tolerance}).",
-        "## How to run it\n\n"
-        "With emzoo (ONNX Runtime, tiled, any image size):\n\n"
-        "```bash\n"
-        "pip install 'emzoo[cpu]'\n"
-        f"emzoo predict {facts.file_name} image.tif -o predictions/\n"
-        f"emzoo test {facts.file_name}\n"
-        "```\n\n"
-        "```python\n"
-        "from emzoo import Predictor\n"
-        "from emzoo.io import read_image\n\n"
-        f'predictor = Predictor("{facts.file_name}")\n'
-        'outputs = predictor.predict(read_image("image.tif"))\n'
-        "```\n\n"
-        "With bioimageio.core (choose the ONNX weights: the default is the slowest format here):\n\n"
-        "```bash\n"
-        f"bioimageio test {facts.file_name}\n"
-        f"bioimageio predict {facts.file_name} --inputs image.tif --outputs out.tif --weight-format onnx\n"
-        "```\n\n"
-        "```python\n"
-        "from bioimageio.core import create_prediction_pipeline, load_model_description\n\n"
-        f'pp = create_prediction_pipeline(load_model_description("{facts.file_name}"), '
-        'weights_format="onnx")\n'
-        "```",
+        run_section(facts.file_name),
         "## Citation\n\n"
         + "\n".join(
             f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else f" {c.get('url', '')}")

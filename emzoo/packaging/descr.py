@@ -11,13 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from emzoo.metrics import short_names
 from emzoo.package.spec import Tolerance
 from emzoo.packaging.export import ExportedWeights, PackagingError
 from emzoo.packaging.geometry import Geometry
 from emzoo.packaging.info import PackagingInfo, TensorInfo, with_float32_end
 from emzoo.packaging.metadata import cite_entries, data_url, is_url, slug
-
-METRIC_NAME_MAX = 16
 
 
 def processing_descrs(ops: Sequence[Mapping[str, Any]], kind: str) -> list[Any]:
@@ -204,8 +203,14 @@ def training_data_descr(info: PackagingInfo, documentation: Path | None):
     )
 
 
-def metric_abbreviation(name: str) -> str:
-    return name if len(name) <= METRIC_NAME_MAX else name[:METRIC_NAME_MAX]
+def _metrics_long(names: Sequence[str], short: Sequence[str], long: Mapping[str, str]) -> list[str]:
+    """``metrics_long``: the use case's description of each metric, led by the full name where bioimage.io
+    holds only a shortened one (so that readers find the name emzoo uses everywhere else)."""
+    out = []
+    for name, abbreviation in zip(names, short, strict=True):
+        text = long.get(name, name)
+        out.append(text if abbreviation == name or text == name else f"{name}: {text}")
+    return out
 
 
 def evaluation_descr(ev: Mapping[str, Any], info: PackagingInfo):
@@ -213,6 +218,7 @@ def evaluation_descr(ev: Mapping[str, Any], info: PackagingInfo):
     from bioimageio.spec.model import v0_5
 
     metrics = {k: float(v) for k, v in ev["metrics"].items()}
+    short = short_names(list(metrics))  # bioimage.io allows 16 characters; metrics_long has the name
     baseline = ev.get("baseline") or {}
     summary = ""
     if baseline.get("metrics"):
@@ -238,8 +244,8 @@ def evaluation_descr(ev: Mapping[str, Any], info: PackagingInfo):
         evaluation_factors_long=[
             f"all {int(ev['sample_count'])} images of the {ev.get('dataset_role', 'test')} split"
         ],
-        metrics=[metric_abbreviation(k) for k in metrics],
-        metrics_long=[ev.get("metrics_long", {}).get(k, k) for k in metrics],
+        metrics=short,
+        metrics_long=_metrics_long(list(metrics), short, ev.get("metrics_long") or {}),
         results=[[v] for v in metrics.values()],
         results_summary=summary or None,
     )

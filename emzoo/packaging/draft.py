@@ -141,12 +141,15 @@ def runtime_test_outputs(
 
     from emzoo.package.load import open_model
     from emzoo.runtime.predictor import Predictor
+    from emzoo.runtime.settings import TileSettings
 
     # the draft's code is emzoo's copy of the caller's own architecture, which the export has run
     package = open_model(draft_dir, use_cache=False, trust_package_code=True)
     runtime: dict[str, dict[str, np.ndarray]] = {}
     for fmt in [f for f in RUNTIME_ORDER if f in job.formats]:
-        runtime[fmt] = Predictor(package, weight_format=fmt, device="cpu").run({job.tin.id: job.test_input})
+        # the network's own outputs, as the test tensors are: no test-time augmentation
+        plain = Predictor(package, weight_format=fmt, device="cpu", settings=TileSettings(tta=False))
+        runtime[fmt] = plain.run({job.tin.id: job.test_input})
         for t, tol in zip(job.info.outputs, tolerances, strict=True):
             got, want = runtime[fmt][t.id], job.plain[t.id]
             result = tol.compare(got, want)

@@ -98,7 +98,9 @@ def import_torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - the train extra is installed where this runs
-        raise PackagingError("packaging needs PyTorch: pip install 'emzoo[train]'") from e
+        raise PackagingError(
+            "packaging needs PyTorch: pip install torch, or the [train] extra of emzoo"
+        ) from e
     return torch
 
 
@@ -245,8 +247,8 @@ def _run_onnx(path: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         import onnxruntime as ort
     except ImportError as e:
         raise PackagingError(
-            "checking the ONNX export needs onnxruntime: pip install 'emzoo[cpu]' (or leave onnx out "
-            "of the weight formats)"
+            "checking the ONNX export needs onnxruntime: pip install onnxruntime, or the [cpu] extra of "
+            "emzoo (or leave onnx out of the weight formats)"
         ) from e
 
     options = ort.SessionOptions()

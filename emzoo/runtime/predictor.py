@@ -16,7 +16,7 @@ from emzoo.errors import InputError, UsageError
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.package.load import ModelPackage, open_model
 from emzoo.package.spec import TensorSpec
-from emzoo.runtime import processing
+from emzoo.runtime import augment, processing
 from emzoo.runtime.backends import Backend, choose_weights, load_backend
 from emzoo.runtime.layout import apply_layout, input_layout, output_axes
 from emzoo.runtime.planning import (
@@ -68,7 +68,17 @@ class Predictor:
         self.weights = choose_weights(self.package, weight_format)
         self.backend: Backend = load_backend(self.package, self.weights, self.requested_device)
         self.settings = settings or TileSettings()
+        # test-time augmentation: asked for, else the package's own choice (config.emzoo.tta)
+        self._turns = True  # may test-time augmentation turn blocks (square pixels); set by run()
+        self.tta = bool(
+            self.settings.tta if self.settings.tta is not None else self.spec.emzoo.get("tta", False)
+        )
         self.last_plan: Plan | None = None
+        # int8 (or a refusal) when the device asks for a precision other than fp32; see
+        # emzoo.runtime.backends.quantize: the report says which precision runs and how far it is from fp32
+        from emzoo.runtime.backends.quantize import lower_precision
+
+        self.backend, self.precision = lower_precision(self)
 
     @property
     def device(self) -> str:
@@ -103,8 +113,12 @@ class Predictor:
                 if np.dtype(data.dtype) == np.bool_:  # masks: statistics and ops take numbers
                     data = np.asarray(data).view(np.uint8)
                 arrays[tensor.id] = apply_layout(data, input_layout(data, image.meta.axes, tensor))
-        outputs = self.run(arrays, progress=progress)
         reference = images[self.spec.inputs[0].id].meta
+        size = reference.pixel_size
+        square = (
+            "y" not in size or "x" not in size or abs(size["y"] - size["x"]) <= 0.01 * max(size["x"], 1e-12)
+        )
+        outputs = self.run(arrays, progress=progress, square_pixels=square)
         return {
             tid: self.to_image(self.spec.output(tid), data, reference, keep_axes=keep_axes)
             for tid, data in outputs.items()
@@ -142,6 +156,7 @@ class Predictor:
         progress: Progress | None = None,
         statistics_from: Mapping[str, object] | None = None,
         statistics: dict[str, dict] | None = None,
+        square_pixels: bool = True,
     ) -> dict[str, np.ndarray]:
         """Run on whole tensors in the model's axis order (batch of one); returns every output.
 
@@ -151,7 +166,8 @@ class Predictor:
         lazy image while ``inputs`` is one chunk of it, so every chunk is normalised alike.
         ``statistics`` (a dict, per tensor id, of :func:`processing.bind` memos) keeps those
         statistics between calls: the first call fills it, later calls with the same dict do not
-        read ``statistics_from`` again (see :meth:`input_statistics`).
+        read ``statistics_from`` again (see :meth:`input_statistics`). With test-time augmentation
+        (:attr:`tta`), ``square_pixels`` False keeps to the transforms that never swap ``y`` and ``x``.
         """
         source = statistics_from if statistics_from is not None else inputs
         pre, post, refs = self._bind(source, statistics, only=inputs)
@@ -163,6 +179,7 @@ class Predictor:
                 pre[t.id] = _unchanged
         plan = self.plan(inputs)
         self.last_plan = plan
+        self._turns = square_pixels  # may test-time augmentation turn blocks by 90 degrees
         if plan is None:
             return self._run_whole(inputs, pre, post, refs)
         return self._run_tiled(inputs, pre, post, refs, plan, progress)
@@ -232,7 +249,7 @@ class Predictor:
             setup = self._probe_setup(grid, outputs, sizes)
             weights_id = self.weights.sha256 or self.spec.name
             key = f"rf2-{weights_id}-{self.weights.format}-{'x'.join(map(str, sizes))}"
-            result = cached_radius(key, lambda setup=setup: probe_radius(self._run_batch, setup))
+            result = cached_radius(key, lambda setup=setup: probe_radius(self._run_network, setup))
             if all(r is not None for r in result) or any(g.rule.fixed for g in grid):
                 break
         return result
@@ -263,7 +280,30 @@ class Predictor:
 
     # -- execution -------------------------------------------------------------------------------
 
-    def _run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _run_batch(self, arrays: list[np.ndarray], tensors: list[TensorSpec]) -> list[np.ndarray]:
+        """The network on one batch of blocks of the ``tensors`` (the inputs given, in order); with
+        test-time augmentation, the mean of its outputs over the flips and turns of the blocks."""
+        yx_in = [_yx(t) for t in tensors]
+        if not self.tta or any(p is None for p in yx_in):
+            return self._run_network(arrays)
+        yx_out = [_yx(t) for t in self.spec.outputs]
+        first = self._run_network(arrays)
+        square = all(a.shape[i] == a.shape[j] for a, (i, j) in zip(arrays, yx_in, strict=True))
+        square = square and self._turns
+        square = square and all(
+            p is None or o.shape[p[0]] == o.shape[p[1]] for o, p in zip(first, yx_out, strict=True)
+        )
+        group = augment.transforms(rotations=square)
+        sums = [o.astype(np.float32) for o in first]
+        for transform in group[1:]:
+            outs = self._run_network(
+                [augment.apply(a, transform, p) for a, p in zip(arrays, yx_in, strict=True)]
+            )
+            for total, out, p in zip(sums, outs, yx_out, strict=True):
+                total += out if p is None else augment.undo(out, transform, p)
+        return [total / np.float32(len(group)) for total in sums]
+
+    def _run_network(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         outs = self.backend.run(arrays)
         if len(outs) < len(self.spec.outputs):
             raise InputError(
@@ -290,7 +330,7 @@ class Predictor:
                 arrays.append(
                     blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=_batch_dim(t) or 0)
                 )
-            results = self._run_batch(arrays)
+            results = self._run_batch(arrays, in_tensors)
             for t, result in zip(spec.outputs, results, strict=True):
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
@@ -310,10 +350,11 @@ class Predictor:
     def _run_whole(self, inputs, pre, post, refs) -> dict[str, np.ndarray]:
         """One call with every input padded (mirrored, far end) to a size the model accepts."""
         spec = self.spec
-        arrays, lengths = [], {}
+        arrays, lengths, given = [], {}, []
         for t in spec.inputs:
             if t.id not in inputs:
                 continue
+            given.append(t)
             data = inputs[t.id]
             pads = [(0, 0)] * len(t.axes)
             for d, axis in enumerate(t.axes):
@@ -333,7 +374,7 @@ class Predictor:
             if any(p != (0, 0) for p in pads):
                 block = mirror_pad(block, pads)
             arrays.append(pre[t.id](block))
-        results = self._run_batch(arrays)
+        results = self._run_batch(arrays, given)
         outputs = {}
         for t, data in zip(spec.outputs, results, strict=True):
             index = [slice(None)] * data.ndim
@@ -345,6 +386,12 @@ class Predictor:
             raw = np.asarray(data[tuple(index)], dtype=np.float32)
             outputs[t.id] = _postprocess_whole(t, raw, post[t.id], refs)
         return outputs
+
+
+def _yx(t: TensorSpec) -> tuple[int, int] | None:
+    """The indices of a tensor's ``y`` and ``x`` axes, or None when it lacks one of them."""
+    ids = [a.id for a in t.axes]
+    return (ids.index("y"), ids.index("x")) if "y" in ids and "x" in ids else None
 
 
 def _spatial(t: TensorSpec) -> set[str]:
@@ -384,8 +431,12 @@ def predict(
     device: str = "auto",
     tile: tuple[int, ...] | None = None,
     halo: int | None = None,
+    precision: str = "fp32",
+    tta: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image (numpy array with ``axes``); returns each output as a numpy array.
+    ``precision``: ``fp32``, or ``int8`` (ONNX weights on CPU; see :mod:`emzoo.runtime.backends.quantize`);
+    ``tta``: test-time augmentation (None: as the package asks; see :mod:`emzoo.runtime.augment`).
 
     Examples
     --------
@@ -395,8 +446,8 @@ def predict(
         model,
         weight_format=weight_format,
         trust_package_code=trust_package_code,
-        device=device,
-        settings=TileSettings(tile=tile, halo=halo),
+        device=DeviceSpec.parse(device, precision=precision),
+        settings=TileSettings(tile=tile, halo=halo, tta=tta),
     )
     result = predictor.predict(Image(image, ImageMeta(axes=axes)))
     return {k: v.data for k, v in result.items()}

@@ -10,10 +10,12 @@ A package *counts* when its ``config.emzoo`` holds a ``counting`` entry (the pac
       min_distance_px: 3       # centres are local maxima at least this far apart (px)
       threshold: 0.0015        # ... whose (smoothed) map value is above this
       smooth_sigma_px: 1.0     # Gaussian smoothing of the map before the maxima are searched (0: none)
+      sizes: diameter          # optional: id of an output map of particle diameters (px), read at
+                               # each centre
 
-Everything here is a pure function of arrays (numpy and scipy; Pillow for the overlay): the caller
-predicts, these turn the map into a count, a table of centres (``y, x, score``), a summary row and an
-overlay PNG.
+Everything here is a pure function of arrays (numpy and scipy): the caller predicts, these turn the
+map into a count, a table of centres (``y, x``, ``diameter_px`` when the model gives sizes, ``score``)
+and a summary row; :mod:`emzoo.tasks.counting_figures` draws overlays and size histograms.
 
 >>> import numpy as np
 >>> density = np.zeros((32, 32), np.float32)
@@ -28,13 +30,13 @@ from __future__ import annotations
 import csv
 import io as _io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from emzoo.atomic import atomic_path, write_text_atomic
+from emzoo.atomic import write_text_atomic
 from emzoo.errors import InputError, PackageError
 
 __all__ = [
@@ -44,15 +46,22 @@ __all__ = [
     "count_outputs",
     "counting_config",
     "find_centres",
-    "render_overlay",
+    "nm_per_pixel",
     "summary_row",
     "write_centres_csv",
     "write_counts_csv",
 ]
 
 CountMethod = Literal["integral", "peaks"]
-SUMMARY_COLUMNS = ("file", "count", "n_centres")
-_KEYS = {"output", "count", "min_distance_px", "threshold", "smooth_sigma_px"}
+SUMMARY_COLUMNS = (
+    "file",
+    "count",
+    "mean_diameter_px",
+    "median_diameter_px",
+    "mean_diameter_nm",
+    "median_diameter_nm",
+)
+_KEYS = {"output", "count", "min_distance_px", "threshold", "smooth_sigma_px", "sizes"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class CountingConfig:
     min_distance_px: int = 3
     threshold: float = 0.0
     smooth_sigma_px: float = 0.0
+    sizes: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, where: str = "config.emzoo.counting") -> CountingConfig:
@@ -94,7 +104,10 @@ class CountingConfig:
             raise PackageError(f"{where}.min_distance_px must be >= 1, got {distance}")
         if smooth < 0 or not np.isfinite(threshold):
             raise PackageError(f"{where}: smooth_sigma_px must be >= 0 and threshold finite")
-        return cls(str(d["output"]), method, distance, threshold, smooth)
+        sizes = d.get("sizes")
+        if sizes is not None and (not isinstance(sizes, str) or not sizes):
+            raise PackageError(f"{where}.sizes must name the output map of diameters, got {sizes!r}")
+        return cls(str(d["output"]), method, distance, threshold, smooth, sizes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +116,7 @@ class CountingConfig:
             "min_distance_px": self.min_distance_px,
             "threshold": self.threshold,
             "smooth_sigma_px": self.smooth_sigma_px,
+            **({"sizes": self.sizes} if self.sizes else {}),
         }
 
 
@@ -110,12 +124,13 @@ class CountingConfig:
 class CountResult:
     """The count of one image and its centres: ``centres`` is ``(n, ndim + 1)``, one row per centre
     with its pixel coordinates (``axes``, e.g. ``y, x``) and the map value there (``score``), highest
-    score first."""
+    score first; ``diameters`` (px, one per centre) when the model gives sizes."""
 
     count: float
     centres: np.ndarray
     axes: str = "yx"
     method: CountMethod = "integral"
+    diameters: np.ndarray | None = None
 
     @property
     def n_centres(self) -> int:
@@ -139,6 +154,11 @@ def counting_config(spec) -> CountingConfig | None:
     if not spec.output(config.output).spatial_axes:
         raise PackageError(
             f"config.emzoo.counting.output {config.output!r} has no spatial axes: counting needs a map"
+        )
+    if config.sizes is not None and config.sizes not in ids:
+        raise PackageError(
+            f"config.emzoo.counting.sizes {config.sizes!r} is not an output of {spec.name!r} "
+            f"(outputs: {', '.join(ids)})"
         )
     return config
 
@@ -212,78 +232,71 @@ def count_map(density, config: CountingConfig) -> CountResult:
 def count_outputs(outputs: Mapping[str, Any], config: CountingConfig) -> CountResult:
     """:func:`count_map` of the counting output among a prediction's outputs (arrays or
     :class:`~emzoo.io.meta.Image`, as ``Predictor.predict`` returns them)."""
-    if config.output not in outputs:
-        raise InputError(f"the prediction has no output {config.output!r} (it has: {', '.join(outputs)})")
+    for key in (config.output, config.sizes):
+        if key is not None and key not in outputs:
+            raise InputError(f"the prediction has no output {key!r} (it has: {', '.join(outputs)})")
     value = outputs[config.output]
-    return count_map(getattr(value, "data", value), config)
+    result = count_map(getattr(value, "data", value), config)
+    if config.sizes is None:
+        return result
+    sizes = _as_map(getattr(outputs[config.sizes], "data", outputs[config.sizes]))
+    if sizes.shape != _as_map(getattr(value, "data", value)).shape:
+        raise InputError(f"the size map {config.sizes!r} and the map {config.output!r} differ in shape")
+    at = tuple(result.centres[:, : sizes.ndim].astype(int).T)
+    return replace(result, diameters=np.clip(sizes[at].astype(np.float64), 0, None))
 
 
-def write_centres_csv(path: str | Path, result: CountResult) -> Path:
+def nm_per_pixel(meta) -> float | None:
+    """The pixel size in nm of an image's :class:`~emzoo.io.meta.ImageMeta` (its ``x`` axis), or None
+    when the image carries no length calibration."""
+    from emzoo.io.units import convert, normalize_unit
+
+    size = (getattr(meta, "pixel_size", None) or {}).get("x")
+    unit = normalize_unit(getattr(meta, "unit", None))
+    if not size or unit is None:
+        return None
+    return convert(float(size), unit, "nm")
+
+
+def write_centres_csv(path: str | Path, result: CountResult, *, nm_per_px: float | None = None) -> Path:
     """``<stem>_centres.csv``: one row per centre, ``y,x,score`` (``z,y,x,score`` in 3D), pixel
-    coordinates of the input image (row, column from the top left)."""
+    coordinates of the input image (row, column from the top left); with sizes also ``diameter_px``
+    and, when the pixel size is known, ``diameter_nm``."""
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*result.axes, "score"])
+    sized = result.diameters is not None
+    in_nm = sized and nm_per_px is not None
+    writer.writerow(
+        [*result.axes, *(["diameter_px"] if sized else []), *(["diameter_nm"] if in_nm else []), "score"]
+    )
     ndim = len(result.axes)
-    for row in result.centres:
-        writer.writerow([*(int(v) for v in row[:ndim]), f"{row[ndim]:.6g}"])
+    for k, row in enumerate(result.centres):
+        size = [f"{result.diameters[k]:.2f}"] if sized else []
+        size_nm = [f"{result.diameters[k] * nm_per_px:.4g}"] if in_nm else []
+        writer.writerow([*(int(v) for v in row[:ndim]), *size, *size_nm, f"{row[ndim]:.6g}"])
     return write_text_atomic(path, buf.getvalue())
 
 
-def summary_row(file: str | Path, result: CountResult) -> dict[str, Any]:
-    """One row of the summary table: ``{"file", "count", "n_centres"}`` (count rounded to 0.01)."""
-    return {"file": str(file), "count": round(result.count, 2), "n_centres": result.n_centres}
+def summary_row(file: str | Path, result: CountResult, *, nm_per_px: float | None = None) -> dict[str, Any]:
+    """One row of the summary table: the file, its one ``count`` (rounded to 0.01) and, when the model
+    gives sizes, the mean and median particle diameter in px (and nm when the pixel size is known)."""
+    row: dict[str, Any] = {"file": str(file), "count": round(result.count, 2)}
+    if result.diameters is not None and len(result.diameters):
+        mean, median = float(np.mean(result.diameters)), float(np.median(result.diameters))
+        row.update(mean_diameter_px=round(mean, 2), median_diameter_px=round(median, 2))
+        if nm_per_px is not None:
+            row.update(mean_diameter_nm=float(f"{mean * nm_per_px:.4g}"))
+            row.update(median_diameter_nm=float(f"{median * nm_per_px:.4g}"))
+    return row
 
 
 def write_counts_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     """``counts.csv``: the summary rows (:func:`summary_row`), one per image, in the given order."""
     buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    # the size columns only where some image has them
+    columns = [c for c in SUMMARY_COLUMNS if c in ("file", "count") or any(c in row for row in rows)]
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", restval="", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(row)
     return write_text_atomic(path, buf.getvalue())
-
-
-def _gray(image, axes: str | None) -> np.ndarray:
-    """A 2D float view of an image: channels averaged, ``axes`` like ``yx``, ``yxc``, ``cyx``."""
-    a = np.asarray(image)
-    if axes is None:
-        axes = {2: "yx", 3: "yxc" if a.shape[-1] in (3, 4) else "cyx"}.get(a.ndim, "")
-    if len(axes) != a.ndim or set(axes) - set("cyx"):
-        raise InputError(
-            f"an overlay needs a 2D image (axes yx, yxc or cyx), got shape {a.shape}, axes {axes!r}"
-        )
-    if "c" in axes:
-        a = a.astype(np.float32).mean(axis=axes.index("c"))
-    return a.astype(np.float32)
-
-
-def render_overlay(
-    image,
-    result: CountResult,
-    path: str | Path,
-    *,
-    axes: str | None = None,
-    radius: int | None = None,
-    color: tuple[int, int, int] = (255, 40, 40),
-) -> Path:
-    """``<stem>_overlay.png``: the image (grey, stretched between its 0.5 and 99.5 percentiles) with a
-    circle around every centre and the count written in the corner. 2D only."""
-    from PIL import Image, ImageDraw
-
-    if result.axes != "yx":
-        raise InputError("overlays are drawn for 2D images only")
-    g = _gray(image, axes)
-    lo, hi = np.percentile(g, [0.5, 99.5])
-    grey = (np.clip((g - lo) / max(float(hi - lo), 1e-12), 0, 1) * 255).astype(np.uint8)
-    canvas = Image.fromarray(grey).convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    r = radius if radius is not None else max(3, round(max(g.shape) / 400))
-    width = max(1, r // 3)
-    for y, x in result.centres[:, :2]:
-        draw.ellipse((x - r, y - r, x + r, y + r), outline=color, width=width)
-    draw.text((4, 4), f"count {result.count:.1f}, centres {result.n_centres}", fill=(255, 255, 0))
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return Path(path)

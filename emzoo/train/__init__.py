@@ -1,4 +1,4 @@
-"""Training framework (needs torch: ``pip install emzoo[train]``).
+"""Training framework (needs torch: ``pip install -e '.[train]'``).
 
 One job per module; only ``emzoo train``, ``emzoo package`` and ``emzoo evaluate`` import them, so
 ``import emzoo`` stays free of torch:

@@ -11,6 +11,8 @@ from emzoo.errors import EmzooError, InputError, UsageError
 from emzoo.io import expand_inputs, read_image
 from emzoo.package.load import open_model
 from emzoo.runtime.predictor import Predictor
+from emzoo.tasks.counting import count_outputs, counting_config
+from emzoo.tasks.detection import detection_scores, read_particle_labels
 
 
 def pair_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
@@ -86,6 +88,8 @@ def evaluate_folders(
 
     package = open_model(model)
     spec = package.spec
+    if usecase is None and counting_config(spec) is not None:
+        return _evaluate_counting(model, package, Path(images), Path(labels), weight_format)
     name = usecase or spec.emzoo.get("usecase")
     if not name:
         raise UsageError(
@@ -119,6 +123,36 @@ def evaluate_folders(
         "weights": predictor.weights.format,
         "sample_count": len(samples),
         "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in metric_names},
+        "samples": samples,
+    }
+
+
+def _evaluate_counting(
+    model, package, images: Path, labels: Path, weight_format: str | None
+) -> dict[str, Any]:
+    """A counting package against YOLO box or point-CSV labels: its centres (the count the runtime
+    reports) matched one-to-one with the labelled particles (:mod:`emzoo.tasks.detection`)."""
+    if not labels.is_dir():
+        raise UsageError(f"{labels}: not a folder of label files")
+    config = counting_config(package.spec)
+    predictor = Predictor(package, weight_format=weight_format)
+    tin = package.spec.inputs[0]
+    samples = []
+    for image_path, label_path in pair_files(images, labels):
+        image = read_image(image_path)
+        truth = read_particle_labels(label_path, image.data.shape)
+        data = _in_input_axes(image.data, image.meta.axes, len(tin.axes) - 1)
+        outputs = {k: v[0] for k, v in predictor.run({tin.id: data[None]}).items()}
+        result = count_outputs(outputs, config)
+        scores = detection_scores(result.centres, truth, diameters=result.diameters)
+        samples.append({"image": str(image_path), "label": str(label_path), "metrics": scores})
+    names = list(samples[0]["metrics"])
+    return {
+        "model": str(model),
+        "usecase": package.spec.emzoo.get("usecase") or "counting",
+        "weights": predictor.weights.format,
+        "sample_count": len(samples),
+        "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in names},
         "samples": samples,
     }
 

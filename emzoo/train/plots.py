@@ -17,11 +17,10 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    # a layout engine, not fixed margins: log-scale tick labels (2 x 10^-1) are wider than any fixed
+    # margin guesses, and fixed margins cut them and the axis label off
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    # fixed margins (in inches) instead of a layout engine: several times faster to save
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.35 / height)
-    fig.subplots_adjust(wspace=0.3)
     return fig
 
 
@@ -50,7 +49,12 @@ def _column(rows: Sequence[Mapping[str, object]], key: str) -> tuple[list[int], 
 
 
 def plot_loss(rows: Sequence[Mapping[str, object]], path: Path) -> None:
-    """Training and validation loss per epoch (log scale when all values are positive)."""
+    """Training and validation loss per epoch (log scale when all values are positive), as a PNG."""
+    _save(loss_figure(rows), path)
+
+
+def loss_figure(rows: Sequence[Mapping[str, object]]):
+    """The matplotlib ``Figure`` of :func:`plot_loss`."""
     fig = _figure(6, 4)
     ax = fig.add_subplot()
     positive = True
@@ -64,13 +68,18 @@ def plot_loss(rows: Sequence[Mapping[str, object]], path: Path) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
 def plot_metrics(
     rows: Sequence[Mapping[str, object]], names: Sequence[str], path: Path, *, best_epoch=None
 ) -> None:
-    """One panel per validation metric (``val_<name>`` columns), the best epoch marked."""
+    """One panel per validation metric (``val_<name>`` columns), the best epoch marked, as a PNG."""
+    _save(metrics_figure(rows, names, best_epoch=best_epoch), path)
+
+
+def metrics_figure(rows: Sequence[Mapping[str, object]], names: Sequence[str], *, best_epoch=None):
+    """The matplotlib ``Figure`` of :func:`plot_metrics`."""
     fig = _figure(4 * max(len(names), 1), 3.5)
     axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=False):
@@ -81,7 +90,7 @@ def plot_metrics(
         ax.set_title(name)
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
 
 
 def _show(array: np.ndarray) -> np.ndarray | None:

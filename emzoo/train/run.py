@@ -22,7 +22,7 @@ import json
 import logging
 import platform
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -325,11 +325,14 @@ def package_run(
     data_dir: str | Path | None = None,
     options: BuildOptions | None = None,
     usecase: UseCase | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Package the best weights of a training run (see the module docstring); returns ``output``.
 
     ``data_dir`` overrides the data folder recorded in ``config.json`` (needed for the evaluation on
     the test split, the sample image and the training statistics); ``usecase`` skips the registry.
+    ``warn(message)`` hears what the user should know, such as a model that scores worse than its
+    classical baseline on its main metric (:func:`baseline_shortfall`); without it, it is logged.
 
     Examples
     --------
@@ -341,6 +344,8 @@ def package_run(
 
     if options is not None:
         check_build_options(options)
+        if options.progress is not None:
+            options.progress("reading the run (weights, data, training statistics)", None)
     run = Path(run_dir)
     config = _read_checked_json(run / "config.json", "emzoo train writes it")
     metrics = (
@@ -364,6 +369,7 @@ def package_run(
         )
     usecase = usecase or get_usecase(name)
     params = dict(config.get("params", {}))
+    params.update(usecase.calibrate(params, metrics.get("metrics", {})))
     module = usecase.build_model(params)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -379,13 +385,19 @@ def package_run(
         **info.extra_card_sections,
         "Reproduce this model": _reproduce(name, data, run, output, config),
     }
-    return package_module(
+    evaluations: list[Mapping[str, Any]] = []
+
+    def evaluate(predict):
+        evaluations.append(usecase.evaluate(predict, data, params))
+        return evaluations[-1]
+
+    written = package_module(
         module,
         replace(info, extra_card_sections=sections),
         usecase.sample_input(data),
         output,
         architecture=usecase.architecture(params),
-        evaluate=lambda predict: usecase.evaluate(predict, data, params),
+        evaluate=evaluate,
         training_stats=stats,
         training=_training_settings(config, metrics),
         extra_config={
@@ -398,4 +410,43 @@ def package_run(
             **usecase.package_config(params),
         },
         options=options,
+    )
+    shortfall = baseline_shortfall(usecase, evaluations[-1]) if evaluations else None
+    if shortfall:
+        (warn or log.warning)(shortfall)
+    return written
+
+
+def judged_metric(usecase: UseCase, evaluation: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(name, "min" | "max")`` of the evaluation metric a package is judged by against its baseline
+    (see :attr:`UseCase.evaluation_metric`); None when no metric of both model and baseline says."""
+    from emzoo.metrics import direction
+
+    ours = evaluation.get("metrics") or {}
+    theirs = (evaluation.get("baseline") or {}).get("metrics") or {}
+    both = [k for k in ours if k in theirs]
+    for choice in (usecase.evaluation_metric, usecase.main_metric):
+        if choice and choice[0] in both:
+            return choice[0], choice[1]
+    known = [(k, direction(k)) for k in both if direction(k)]
+    means = [c for c in known if c[0].endswith("_mean")]
+    return (means or known or [None])[0]
+
+
+def baseline_shortfall(usecase: UseCase, evaluation: Mapping[str, Any]) -> str | None:
+    """A warning when the packaged model scores worse than its classical baseline on its judged
+    metric (:func:`judged_metric`), else None."""
+    judged = judged_metric(usecase, evaluation)
+    if judged is None:
+        return None
+    name, mode = judged
+    baseline = evaluation["baseline"]
+    ours, theirs = float(evaluation["metrics"][name]), float(baseline["metrics"][name])
+    worse = ours < theirs if mode == "max" else ours > theirs
+    if not worse:
+        return None
+    return (
+        f"the model ({name} {ours:.4g}) is worse than its classical baseline "
+        f"({baseline.get('name', 'baseline')}, {name} {theirs:.4g}) on its main metric "
+        f"({'higher' if mode == 'max' else 'lower'} is better); packaged anyway"
     )

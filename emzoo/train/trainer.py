@@ -157,22 +157,54 @@ class _Trainer:
             loader, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress, file=sys.stderr
         )
         for x, y in bar:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(x), y)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the training loss became {loss.item()} in epoch {self.epoch}; "
-                    "try a smaller learning rate ({overrides=lr=...})"
-                )
-            loss.backward()
-            self.optimizer.step()
-            total += loss.item() * len(x)
+            loss = self._step(x, y)
+            total += loss * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
         if count == 0:
             raise UsageError(f"no training batch in epoch {self.epoch}: fewer samples than batch_size")
         return total / count
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimiser step on a batch; returns its loss."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {loss.item()} in epoch {self.epoch}; "
+                "try a smaller learning rate ({overrides=lr=...})"
+            )
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()  # waits for the device: the step is done when this returns
+
+    def time_epoch(self, steps: int) -> tuple[float, int]:
+        """Seconds of one epoch (training + validation, as ``log.csv`` records them), measured: one
+        warm-up step, then the median of ``steps`` timed steps times the epoch's steps, plus one whole
+        validation. Returns the seconds and the steps per epoch."""
+        per_epoch = len(self._loader())
+        if per_epoch == 0:
+            raise UsageError("no training batch in an epoch: fewer samples than batch_size")
+
+        def batches():
+            while True:
+                yield from self._loader()
+
+        source = batches()
+        self.model.train()
+        self._step(*next(source))  # warm-up: first allocations, worker start, lazy initialisation
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            self._step(*next(source))
+            times.append(time.perf_counter() - start)
+        per_step = float(np.median(times))  # a step slowed by another process counts less
+        start = time.perf_counter()
+        self.validate()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return per_step * per_epoch + time.perf_counter() - start, per_epoch
 
     @torch.no_grad()
     def validate(self) -> tuple[dict[str, float], list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
@@ -184,7 +216,10 @@ class _Trainer:
             x, y = self.val_ds[i]
             out = self.model(x[None].to(self.device))
             values = {"loss": float(self.loss_fn(out, y[None].to(self.device)).item())}
-            prediction = self.uc.postprocess(out[0].cpu().numpy())
+            # a network with several outputs gives the use case one array per output
+            prediction = self.uc.postprocess(
+                [o[0].cpu().numpy() for o in out] if isinstance(out, tuple | list) else out[0].cpu().numpy()
+            )
             target = y.numpy()
             values.update({k: float(v) for k, v in self.uc.metrics(prediction, target).items()})
             for k, v in values.items():
@@ -331,3 +366,63 @@ def train(
     )
     write_json(setup.run_dir / CONFIG, config)
     return RunResult(setup.run_dir, trainer.epoch, trainer.best_epoch, trainer.best_metrics, status)
+
+
+@dataclass(frozen=True)
+class EpochTime:
+    """How long one epoch takes (training + validation, the ``seconds`` of ``log.csv``) and how that
+    was found."""
+
+    seconds: float
+    how: str  # "measured on 3 training steps (of 50 per epoch) and one validation, on cpu"
+
+    def __str__(self) -> str:
+        value = f"{self.seconds:.2g} s" if self.seconds < 10 else f"{self.seconds:.0f} s"
+        if self.seconds >= 120:
+            value += f" ({self.seconds / 60:.1f} min)"
+        return f"time per epoch: about {value}, {self.how}"
+
+
+def recorded_epoch_time(run_dir: Path) -> EpochTime | None:
+    """The median epoch time that the run in ``run_dir`` recorded in its ``log.csv`` (None without)."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return None
+    try:
+        seconds = [float(row["seconds"]) for row in runfiles.read_csv(path) if row.get("seconds")]
+    except (OSError, ValueError, KeyError):
+        return None
+    if not seconds:
+        return None
+    return EpochTime(
+        float(np.median(seconds)), f"recorded by the run in {run_dir} (median of {len(seconds)} epochs)"
+    )
+
+
+def measure_epoch_time(
+    usecase: str | UseCase,
+    data_dir: Path,
+    *,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    device: str = "auto",
+    steps: int = 3,
+) -> EpochTime:
+    """Measure one epoch on the real data and model: the run's checks, then one warm-up step,
+    ``steps`` timed training steps (extrapolated to the steps of an epoch) and one validation.
+    Nothing is written except a temporary folder, removed afterwards."""
+    import shutil
+    import tempfile
+
+    dev = resolve_device(device)
+    scratch = Path(tempfile.mkdtemp(prefix="emzoo-epoch-time-"))
+    try:
+        setup = prepare_run(usecase, data_dir, scratch / "run", overrides=overrides, device=str(dev))
+        trainer = _Trainer(setup, dev, progress=False)
+        seconds, per_epoch = trainer.time_epoch(steps)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return EpochTime(
+        seconds,
+        f"measured on {steps} training steps (of {per_epoch} per epoch, after one warm-up step) and "
+        f"one validation pass ({len(trainer.val_ds)} samples) on {dev}",
+    )

@@ -11,15 +11,25 @@ processing) are declared once and also normalise the training data
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from emzoo.errors import UsageError
+from emzoo.errors import UsageError, literal
 from emzoo.package.spec import SizeRule
 from emzoo.packaging.info import PackagingInfo, PredictFn
+
+
+class NotWrittenError(UsageError, NotImplementedError):
+    """A contract method the use case has not written yet (e.g. a copied template left unfilled).
+
+    A :class:`~emzoo.errors.UsageError` (exit code 2): the fix is code the user writes, as with a
+    wrong option, and nothing ran or broke; it is also a ``NotImplementedError``, so that callers of
+    optional methods (``training_images``) fall back as before.
+    """
 
 
 class UseCase:
@@ -36,10 +46,15 @@ class UseCase:
     # parameter overrides that make ``make_tiny_data`` train in about a second (tests)
     tiny_params: ClassVar[dict[str, Any]] = {}
 
-    def not_written(self, method: str) -> NotImplementedError:
-        """The error of a contract method that this use case does not implement (raise it)."""
+    def not_written(self, method: str) -> NotWrittenError:
+        """The error of a contract method that this use case does not implement (raise it): one line
+        that names the method and the file to write it in (exit code 2 in the CLI)."""
         who = self.name or type(self).__name__
-        return NotImplementedError(f"the use case {who!r} does not implement {method}()")
+        try:
+            where = f": fill it in {literal(inspect.getfile(type(self)))}"
+        except (TypeError, OSError):
+            where = ""
+        return NotWrittenError(f"use case {who!r} does not implement {method}(){where}")
 
     def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """``{"train": Dataset, "val": Dataset, "test": [(image, label), ...]}`` (torch datasets)."""
@@ -66,6 +81,10 @@ class UseCase:
         raise self.not_written("metrics")
 
     main_metric: tuple[str, str] = ("loss", "min")  # (name, "min" | "max") for early stopping
+    # (name, "min" | "max") of the evaluate() metric that the package is judged by against its classical
+    # baseline; None: main_metric when evaluate() reports it, else the first metric (preferring a
+    # "..._mean") whose name says which way is better (emzoo.metrics.direction)
+    evaluation_metric: tuple[str, str] | None = None
 
     def packaging(self, params: dict[str, Any]) -> PackagingInfo:
         raise self.not_written("packaging")
@@ -105,6 +124,11 @@ class UseCase:
     def postprocess(self, output: np.ndarray) -> np.ndarray:
         """The package's postprocessing of one raw model output (e.g. a sigmoid), in numpy."""
         return output
+
+    def calibrate(self, params: dict[str, Any], validation: dict[str, float]) -> dict[str, Any]:
+        """Parameter values chosen at packaging time from the best epoch's validation metrics (e.g. a
+        score threshold); they replace the run's values in what the package is built from."""
+        return {}
 
     def package_config(self, params: dict[str, Any]) -> dict[str, Any]:
         """Extra ``config.emzoo`` keys of the package (e.g. how the runtime counts with it)."""

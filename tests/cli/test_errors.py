@@ -178,7 +178,7 @@ def test_torch_missing_for_torch_weights(tmp_path, image):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert "need PyTorch, which is not installed: pip install 'emzoo[train]'" in proc.stderr
+    assert "need PyTorch, which is not installed: pip install torch (or the [train] extra" in proc.stderr
 
 
 def test_import_emzoo_stays_light():

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="emzoo explain needs torch (pip install emzoo[train])")
+torch = pytest.importorskip("torch", reason="emzoo explain needs torch (pip install -e '.[train]')")
 pytest.importorskip("onnxruntime", reason="packaging checks the ONNX export with onnxruntime")
 
 from click.testing import CliRunner  # noqa: E402

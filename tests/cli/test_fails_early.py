@@ -81,30 +81,15 @@ def test_a_tile_the_model_takes_still_works(tiny_unet2d, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_png_output_of_a_float_model(tiny_unet2d, tmp_path, unreadable, monkeypatch):
-    from emzoo.runtime.predictor import Predictor
-
-    def never(*args, **kwargs):
-        raise AssertionError("predicted before the output format was checked")
-
-    monkeypatch.setattr(Predictor, "predict", never)
-    result = run("predict", tiny_unet2d, unreadable, "--output-format", "png", "-o", tmp_path / "out")
-    one_line_error(
-        result,
-        2,
-        "--output-format png: PNG holds uint8 or uint16 only, but the model's output 'prob' is float32: "
-        "write mrc, npy, ome-zarr, tiff instead",
-    )
-    assert not (tmp_path / "out").exists()
-
-
 def test_the_python_api_checks_the_options_too(predictor2d, tmp_path):
     from emzoo.drivers.files import predict_samples
     from emzoo.drivers.options import OutputOptions, RunOptions
     from emzoo.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"^format png: PNG holds uint8 or uint16 only"):
-        predict_samples(predictor2d, [], tmp_path, options=RunOptions(OutputOptions(format="png")))
+    with pytest.raises(
+        UsageError, match=r"^overlay draws detected particles; tiny unet2d is not a counting model"
+    ):
+        predict_samples(predictor2d, [], tmp_path, options=RunOptions(OutputOptions(overlay=True)))
 
 
 # ----------------------------------------------------------------------------------- garbage in

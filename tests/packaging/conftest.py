@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import SHARED_DATA
 
-torch = pytest.importorskip("torch", reason="packaging needs torch (pip install emzoo[train])")
+torch = pytest.importorskip("torch", reason="packaging needs torch (pip install -e '.[train]')")
 pytest.importorskip("onnxruntime", reason="packaging checks the ONNX export with onnxruntime")
 
 from emzoo.packaging.info import PackagingInfo, TensorInfo  # noqa: E402

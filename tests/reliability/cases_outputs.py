@@ -400,15 +400,6 @@ CASES: list[Case] = [
             b.text(ctx.out / f".a_prob.tif.partial-{dead_pid()}", "half"),
         ),
     ),
-    case(
-        "out-format-png-float",
-        "--output-format png for a float32 output is refused before any work",
-        predict("in/a.tif", "--output-format", "png"),
-        2,
-        r"(?i)png.*float32",
-        setup=files(GOOD),
-        check=no_outputs,
-    ),
     *(
         case(
             f"out-format-{fmt}",
@@ -424,6 +415,7 @@ CASES: list[Case] = [
             ("npy", "a_prob.npy"),
             ("mrc", "a_prob.mrc"),
             ("ome-zarr", "a_prob.ome.zarr"),
+            ("png", "a_prob.png"),
         )
     ),
     case(

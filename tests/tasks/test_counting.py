@@ -16,11 +16,12 @@ from emzoo.tasks.counting import (
     count_outputs,
     counting_config,
     find_centres,
-    render_overlay,
+    nm_per_pixel,
     summary_row,
     write_centres_csv,
     write_counts_csv,
 )
+from emzoo.tasks.counting_figures import render_overlay, render_size_histogram
 
 CENTRES = [(20, 30), (60, 90), (100, 40), (110, 110)]
 
@@ -130,12 +131,67 @@ def test_csv_files_and_summary_row(tmp_path):
     assert sorted((int(r[0]), int(r[1])) for r in rows[1:]) == [(10, 12), (40, 50)]
     assert float(rows[1][2]) == pytest.approx(result.centres[0, 2], rel=1e-5)
     row = summary_row("in/a.tif", result)
-    assert row == {"file": "in/a.tif", "count": 2.0, "n_centres": 2}
+    assert row == {"file": "in/a.tif", "count": 2.0}  # one count: no second, conflicting number
     table = write_counts_csv(
         tmp_path / "counts.csv", [row, summary_row("b.tif", count_map(np.zeros((8, 8)), config()))]
     )
-    assert table.read_text().splitlines() == ["file,count,n_centres", "in/a.tif,2.0,2", "b.tif,0.0,0"]
+    assert table.read_text().splitlines() == ["file,count", "in/a.tif,2.0", "b.tif,0.0"]
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_sizes_are_read_at_the_centres_and_reported_in_px_and_nm(tmp_path):
+    density = blobs((64, 64), [(10, 12), (40, 50)])
+    sizes = np.zeros((64, 64), np.float32)
+    sizes[10, 12], sizes[40, 50] = 6.0, 10.0
+    cfg = config(count="peaks", sizes="diameter")
+    result = count_outputs({"density": density, "diameter": sizes[None]}, cfg)
+    assert result.count == 2 and sorted(result.diameters.tolist()) == [6.0, 10.0]
+    nm = nm_per_pixel(ImageMeta(axes="yx", pixel_size={"y": 0.5, "x": 0.5}, unit="nm"))
+    assert nm == 0.5 and nm_per_pixel(ImageMeta(axes="yx")) is None
+    rows = list(csv.reader(write_centres_csv(tmp_path / "c.csv", result, nm_per_px=nm).open()))
+    assert rows[0] == ["y", "x", "diameter_px", "diameter_nm", "score"]
+    assert {(r[2], r[3]) for r in rows[1:]} == {("6.00", "3"), ("10.00", "5")}
+    row = summary_row("a.tif", result, nm_per_px=nm)
+    assert row == {
+        "file": "a.tif",
+        "count": 2.0,
+        "mean_diameter_px": 8.0,
+        "median_diameter_px": 8.0,
+        "mean_diameter_nm": 4.0,
+        "median_diameter_nm": 4.0,
+    }
+    table = write_counts_csv(
+        tmp_path / "counts.csv", [row, summary_row("b.tif", count_map(np.zeros((8, 8)), cfg))]
+    )
+    assert table.read_text().splitlines()[0] == (
+        "file,count,mean_diameter_px,median_diameter_px,mean_diameter_nm,median_diameter_nm"
+    )
+    with pytest.raises(InputError, match="no output 'diameter'"):
+        count_outputs({"density": density}, cfg)
+
+
+def test_overlay_circles_have_the_particle_radius_and_scale_with_the_image(tmp_path):
+    from PIL import Image as PILImage
+
+    image = np.full((2048, 2048), 90, np.uint8)
+    result = count_outputs(
+        {"density": blobs((2048, 2048), [(500, 600)], sigma=20), "d": np.full((2048, 2048), 80.0)},
+        config(count="peaks", sizes="d", threshold=1e-6),
+    )
+    png = np.asarray(PILImage.open(render_overlay(image, result, tmp_path / "o.png")))
+    red = (png[..., 0] > 200) & (png[..., 1] < 100)
+    assert red[500, 600 + 40] and red[500, 600 - 40] and not red[500, 600]
+    assert red[500, 636:645].sum() >= 3  # lines of a few px on a 2048 px image, not 1 px
+    legend = (png[..., 0] > 200) & (png[..., 1] > 200) & (png[..., 2] < 80)  # the yellow text
+    assert legend[:120, :600].sum() > 200  # a legend big enough to read
+
+
+def test_size_histogram_is_a_png(tmp_path):
+    from PIL import Image as PILImage
+
+    path = render_size_histogram(np.array([4.0, 5, 5, 6, 9]), tmp_path / "h.png", title="t", nm_per_px=2.0)
+    assert PILImage.open(path).format == "PNG" and PILImage.open(path).size == (640, 420)
+    assert render_size_histogram(np.zeros(0), tmp_path / "empty.png", title="none").is_file()
 
 
 @pytest.mark.parametrize("axes", ["yx", "yxc", "cyx"])

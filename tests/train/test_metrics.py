@@ -88,3 +88,43 @@ def test_detection_precision_recall_f1():
     empty = np.zeros((0, 2))
     assert M.detection_f1(empty, empty, max_distance=3) == 1.0
     assert M.detection_recall(empty, true, max_distance=3) == 0.0
+
+
+# -- the ISBI 2012 challenge's V_rand and V_info ----------------------------------------------------
+
+
+def _cells(shape, walls_y=(), walls_x=(), width=1):
+    """A membrane mask with horizontal walls at rows ``walls_y`` and vertical ones at ``walls_x``."""
+    membrane = np.zeros(shape, bool)
+    for y in walls_y:
+        membrane[y : y + width] = True
+    for x in walls_x:
+        membrane[:, x : x + width] = True
+    return membrane
+
+
+def test_v_rand_and_v_info_of_a_perfect_split_merge_and_thick_border():
+    truth = _cells((40, 40), walls_x=(19,))
+    assert M.v_rand(truth.astype(float), truth) == 1.0 and M.v_info(truth.astype(float), truth) == 1.0
+    # one cell where there are two halves: Rand 0.5 / (0.5 * 0.5 + 0.5 * 1), information 0
+    merged = np.zeros((40, 40))
+    assert M.v_rand(merged, truth) == pytest.approx(2 / 3, abs=0.01)
+    assert M.v_info(merged, truth) == pytest.approx(0.0, abs=1e-9)
+    # each half cut in two: about the mirror image (a split instead of a merge), a little lower as
+    # the false wall's pixels inside true cells count as singletons
+    split = _cells((40, 40), walls_x=(19,), walls_y=(19,)).astype(float)
+    assert 0.6 < M.v_rand(split, truth) < 2 / 3
+    assert 0.5 < M.v_info(split, truth) < 0.8
+    # a 5 px wide predicted membrane is thinned to 1 px: no penalty for the border's width
+    thick = _cells((40, 40), walls_x=(17,), width=5).astype(float)
+    assert M.v_rand(thick, truth) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_v_rand_takes_the_best_threshold_of_a_probability_map():
+    truth = _cells((32, 32), walls_x=(15,))
+    probability = np.where(truth, 0.6, 0.4)
+    probability[:, 5] = 0.45  # a faint false wall, gone above threshold 0.45
+    assert M.v_rand(probability, truth) == 1.0
+    # at 0.3 everything is membrane, thinned to a skeleton: one cell, a merge of the two
+    assert M.v_rand(probability, truth, thresholds=(0.3,)) == pytest.approx(2 / 3, abs=0.05)
+    assert M.v_rand(probability, truth, thresholds=(0.42,)) < 1.0  # the false wall splits a cell

@@ -2,7 +2,8 @@
 
 The folder ``_template`` itself is never imported by ``emzoo train`` (names starting with ``_`` are
 skipped). See README.md for what each method must do and ``training/membrane_segmentation/`` for a
-complete example. Every method left as it is raises ``NotImplementedError`` naming itself.
+complete example. Every method left as it is raises ``NotImplementedError`` naming itself (``emzoo
+train`` prints it as one line that names the method and this file, exit code 2).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class MyUseCase(UNetUseCase):
     name = "my_use_case"  # TODO: the command-line name (the folder name is a good choice)
     params_file = HERE / "params.yaml"
     main_metric = ("loss", "min")  # TODO: e.g. ("dice", "max")
+    # TODO: the evaluate() metric compared with the classical baseline, if not main_metric
+    evaluation_metric = None  # e.g. ("psnr_mean", "max")
     tiny_params = {"epochs": 1, "iterations_per_epoch": 1, "batch_size": 2, "crop_size": 32}  # noqa: RUF012
     size_params = ("crop_size",)  # TODO: every size parameter that must be a multiple of 2**depth
 

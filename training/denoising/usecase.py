@@ -31,6 +31,7 @@ class Denoising(UNetUseCase):
     # the N2V loss on held-out pixels (no clean validation images exist); named masked_mse, not "loss",
     # because the trainer's progress bar cannot show a main metric called "loss" (a keyword clash)
     main_metric = ("masked_mse", "min")
+    evaluation_metric = ("psnr_mean", "max")  # the evaluate() metric compared with the baseline
     size_params = ("patch_size", "val_crop")  # multiples of 2**depth
     tiny_params = {  # noqa: RUF012  (class-level constant, never mutated)
         "epochs": 1,

@@ -109,6 +109,9 @@ class MembraneSegmentation(UNetUseCase):
             "pixel_error": M.pixel_error(prediction, target, threshold=THRESHOLD),
             "dice": M.dice(prediction, target, threshold=THRESHOLD),
             "adapted_rand_error": M.membrane_adapted_rand_error(prediction, target, threshold=THRESHOLD),
+            # the ISBI 2012 challenge's scores (best over thresholds), comparable with its leaderboard
+            "v_rand": M.v_rand(prediction, target),
+            "v_info": M.v_info(prediction, target),
         }
 
     def read_label(self, path: Path) -> np.ndarray:

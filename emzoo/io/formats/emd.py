@@ -1,9 +1,11 @@
-"""Electron-microscopy HDF5 and TIA files through rosettasciio: Velox/NCEM ``.emd`` and TIA ``.ser``.
+"""Electron-microscopy HDF5 and TIA files through rosettasciio: Velox/NCEM ``.emd``, HyperSpy ``.hspy``
+and TIA ``.ser``.
 
 An EMD file may hold several datasets (HAADF and other detector images, EDS maps, spectra): the reader
 takes the largest 2D image (the first one on ties), says which in ``meta.header["dataset"]`` and lists all
 of them in ``meta.header["datasets"]``. EMD data stays lazy (dask over HDF5); a SER file is small and
-read at once. Pixel size and unit come from the axes' calibration.
+read at once. A HyperSpy file holds one signal (an image, an image stack, or a spectrum: refused), lazy
+too. Pixel size and unit come from the axes' calibration (scale and units).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _HDF5_CHECK = (
 )
 
 
-def _check_hdf5_answers(path: Path) -> None:
+def _check_hdf5_answers(path: Path, what: str = "EMD") -> None:
     """libhdf5 can hang for ever inside its C code on some damaged files (nothing in this process can
     interrupt it): read the file's metadata in a child process first, and refuse the file if that
     does not finish in time. A child that fails quickly is fine: the reader then gives its own error."""
@@ -56,7 +58,7 @@ def _check_hdf5_answers(path: Path) -> None:
         )
     except subprocess.TimeoutExpired:
         raise InputError(
-            f"{literal(path)}: damaged EMD (HDF5) file: reading its metadata did not finish in "
+            f"{literal(path)}: damaged {what} (HDF5) file: reading its metadata did not finish in "
             f"{HDF5_CHECK_SECONDS} s"
         ) from None
 
@@ -79,6 +81,21 @@ def read_emd(path: Path) -> Image:
     if not signals:
         raise InputError(f"{path}: this EMD file holds no image data{_velox_contents(path)}")
     return pick_image(path, signals, "emd", what="EMD file")
+
+
+@register_reader("hspy", (".hspy",))
+def read_hspy(path: Path) -> Image:
+    from rsciio.hspy import file_reader
+
+    _check_hdf5_answers(path, "HyperSpy")
+    try:
+        signals = file_reader(str(path), lazy=True)
+    except Exception as e:
+        raise InputError(
+            f"{literal(path)}: not a readable HyperSpy file, or it is damaged ({type(e).__name__}: "
+            f"{literal(e)})"
+        ) from e
+    return pick_image(path, signals or [], "hspy", what="HyperSpy file")
 
 
 @register_reader("ser", (".ser",))

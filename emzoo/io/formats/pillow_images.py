@@ -1,4 +1,5 @@
-"""PNG and JPEG through Pillow (8- and 16-bit grayscale, RGB/RGBA).
+"""PNG and JPEG through Pillow (8- and 16-bit grayscale, RGB/RGBA). Float images are written to PNG
+as 8-bit pictures (:mod:`emzoo.io.preview`); integers as they are.
 
 These formats carry no trustworthy physical calibration (their dpi is a printing hint), so the
 pixel size stays unknown.
@@ -33,9 +34,10 @@ def _marked(path: Path) -> bool:
         return is_mark(im.info.get("Software"))
 
 
-@register_writer("png", ".png", dtypes=("uint8", "uint16"), marked=_marked)
+@register_writer("png", ".png", dtypes=("uint8", "uint16"), marked=_marked, pictures=True)
 def write_png(path: Path, data, meta: ImageMeta) -> None:
-    """8- or 16-bit PNG; a ``Software`` text chunk holds emzoo's mark (:mod:`emzoo.io.write`)."""
+    """8- or 16-bit PNG; a ``Software`` text chunk holds emzoo's mark (:mod:`emzoo.io.write`). Float
+    images arrive here as 8-bit pictures (:func:`emzoo.io.write.write_image`)."""
     from PIL.PngImagePlugin import PngInfo
 
     arr = np.asarray(data)

@@ -31,8 +31,8 @@ def _import_ort():
         import onnxruntime
     except ImportError as e:
         raise BackendError(
-            "ONNX weights need onnxruntime, which is not installed: "
-            "pip install 'emzoo[cpu]' (or 'emzoo[gpu]' for NVIDIA GPUs)"
+            "ONNX weights need onnxruntime, which is not installed: pip install onnxruntime "
+            "(onnxruntime-gpu for NVIDIA GPUs), or the [cpu] ([gpu]) extra of emzoo"
         ) from e
     return onnxruntime
 
@@ -43,7 +43,8 @@ def providers_for(device: DeviceSpec, available: Sequence[str]) -> list:
     if kind == "cuda" and not has_cuda:
         raise BackendError(
             "{device=cuda} was asked for, but this onnxruntime has no CUDAExecutionProvider "
-            f"(it has {', '.join(available)}): pip install 'emzoo[gpu]' in place of 'emzoo[cpu]'"
+            f"(it has {', '.join(available)}): pip uninstall onnxruntime, then pip install onnxruntime-gpu "
+            "(the [gpu] extra of emzoo in place of [cpu])"
         )
     if kind == "cuda" or (kind == "auto" and has_cuda):
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
@@ -55,6 +56,7 @@ class OnnxBackend:
 
     def __init__(self, path: str, device: DeviceSpec):
         ort = _import_ort()
+        self.path = path  # the model file (int8: the quantized copy in the cache)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3

@@ -1,4 +1,4 @@
-"""TorchScript and pytorch_state_dict weights through PyTorch (optional: ``pip install emzoo[train]``)."""
+"""TorchScript and pytorch_state_dict weights through PyTorch (optional: ``pip install torch``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def import_torch(weight_format: str, package: ModelPackage | None = None):
         if package is not None and "onnx" in package.spec.weights:
             hint = " (or run the package's onnx weights with {weight_format=onnx})"
         raise BackendError(
-            f"{weight_format} weights need PyTorch, which is not installed: pip install 'emzoo[train]'{hint}"
+            f"{weight_format} weights need PyTorch, which is not installed: pip install torch "
+            f"(or the [train] extra of emzoo){hint}"
         ) from e
     return torch
 

@@ -30,6 +30,7 @@ __all__ = [
     "dice",
     "direction",
     "full_name",
+    "match_pairs",
     "match_points",
     "membrane_adapted_rand_error",
     "pixel_error",
@@ -264,19 +265,29 @@ def count_relative_error(predicted: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(predicted, np.float64) - t) / t))
 
 
-def match_points(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> int:
-    """Number of one-to-one matches between two point sets (``(n, ndim)`` coordinates) at most
-    ``max_distance`` apart, maximising the matches (Hungarian assignment)."""
+def match_pairs(predicted: np.ndarray, true: np.ndarray, *, max_distance) -> list[tuple[int, int]]:
+    """One-to-one pairs ``(i_predicted, j_true)`` of two point sets (``(n, ndim)`` coordinates) at most
+    ``max_distance`` apart (one number, or one per true point), as many as possible and, among those,
+    the closest (Hungarian assignment)."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
     if len(predicted) == 0 or len(true) == 0:
-        return 0
+        return []
     p = np.asarray(predicted, np.float64).reshape(len(predicted), -1)
     t = np.asarray(true, np.float64).reshape(len(true), -1)
-    far = cdist(p, t) > max_distance
-    rows, cols = linear_sum_assignment(far.astype(np.float64))  # minimise the number of far pairs
-    return int(np.sum(~far[rows, cols]))
+    distance = cdist(p, t)
+    near = distance <= np.broadcast_to(np.asarray(max_distance, np.float64), (len(t),))[None, :]
+    # a far pair costs more than all near pairs together: the matches are maximised first
+    cost = np.where(near, distance / (distance.max() + 1.0), float(len(t) + 1))
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if near[i, j]]
+
+
+def match_points(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> int:
+    """Number of one-to-one matches between two point sets at most ``max_distance`` apart, maximising
+    the matches (:func:`match_pairs`)."""
+    return len(match_pairs(predicted, true, max_distance=max_distance))
 
 
 def detection_precision(predicted: np.ndarray, true: np.ndarray, *, max_distance: float) -> float:

@@ -16,7 +16,9 @@ import pytest
 _AUTHOR = ({"name": "emzoo tests"},)
 
 
-def _info(name: str, axes: str, pre: tuple[dict, ...]):
+def tiny_info(name: str, axes: str, pre: tuple[dict, ...]):
+    """The description of a random-weights test U-Net with ``axes``, input preprocessing ``pre`` and a
+    sigmoid output ``prob``."""
     from emzoo.packaging.info import PackagingInfo, TensorInfo
 
     spatial = axes.replace("c", "")
@@ -68,14 +70,14 @@ def tiny_package(folder: Path, dims: int) -> Path:
                 "kwargs": {"axes": ["channel", "y", "x"], "min_percentile": 1.0, "max_percentile": 99.0},
             },
         )
-        info, sample, size = _info("tiny unet2d", "cyx", pre), rng.integers(0, 255, (128, 128)), 64
+        info, sample, size = tiny_info("tiny unet2d", "cyx", pre), rng.integers(0, 255, (128, 128)), 64
     else:
         net = UNet(depth=1, features=2, dims=3)
         pre = (
             {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
             {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["channel", "z", "y", "x"]}},
         )
-        info, sample, size = _info("tiny unet3d", "czyx", pre), rng.integers(0, 255, (32, 32, 32)), 24
+        info, sample, size = tiny_info("tiny unet3d", "czyx", pre), rng.integers(0, 255, (32, 32, 32)), 24
     options = BuildOptions(test_with_bioimageio=False, test_size=size, weight_formats=("onnx", "torchscript"))
     folder.mkdir(parents=True, exist_ok=True)
     return package_module(net, info, sample.astype(np.uint8), target, options=options)

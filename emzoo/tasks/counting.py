@@ -236,11 +236,12 @@ def count_outputs(outputs: Mapping[str, Any], config: CountingConfig) -> CountRe
         if key is not None and key not in outputs:
             raise InputError(f"the prediction has no output {key!r} (it has: {', '.join(outputs)})")
     value = outputs[config.output]
-    result = count_map(getattr(value, "data", value), config)
+    heat = _as_map(getattr(value, "data", value))
+    result = count_map(heat, config)
     if config.sizes is None:
         return result
     sizes = _as_map(getattr(outputs[config.sizes], "data", outputs[config.sizes]))
-    if sizes.shape != _as_map(getattr(value, "data", value)).shape:
+    if sizes.shape != heat.shape:
         raise InputError(f"the size map {config.sizes!r} and the map {config.output!r} differ in shape")
     at = tuple(result.centres[:, : sizes.ndim].astype(int).T)
     return replace(result, diameters=np.clip(sizes[at].astype(np.float64), 0, None))

@@ -3,7 +3,7 @@ of centres, precision, recall, F1, count error and box AP@0.5.
 
 A predicted centre matches a labelled particle when it lies within half the particle's smaller box
 side (for point labels: half their ``diameter_px`` column, else ``default_radius_px``); the pairs are
-chosen one-to-one to maximise the matches (Hungarian assignment, scipy). Box AP@0.5 follows the
+chosen one-to-one to maximise the matches (:func:`emzoo.metrics.match_pairs`). Box AP@0.5 follows the
 PASCAL VOC / COCO rule: predictions sorted by score, each matched greedily to the unmatched label of
 highest IoU >= 0.5, precision interpolated over all recall points.
 
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from emzoo.errors import InputError
+from emzoo.metrics import match_pairs
 
-__all__ = ["Particles", "box_ap50", "detection_scores", "match_within", "read_particle_labels"]
+__all__ = ["Particles", "box_ap50", "detection_scores", "read_particle_labels"]
 
 DEFAULT_RADIUS_PX = 5.0
 _Y_NAMES, _X_NAMES = ("y", "axis-0", "row"), ("x", "axis-1", "col", "column")
@@ -127,22 +128,6 @@ def read_particle_labels(path: str | Path, image_shape: tuple[int, ...]) -> Part
     )
 
 
-def match_within(predicted: np.ndarray, true: np.ndarray, radii: np.ndarray) -> list[tuple[int, int]]:
-    """One-to-one pairs ``(i_predicted, j_true)`` with distance <= ``radii[j]``, as many as possible
-    and, among those, the closest (Hungarian assignment)."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    if len(predicted) == 0 or len(true) == 0:
-        return []
-    distance = cdist(np.asarray(predicted, float)[:, :2], np.asarray(true, float)[:, :2])
-    near = distance <= np.asarray(radii, float)[None, :]
-    # a far pair costs more than all near pairs together: the matches are maximised first
-    cost = np.where(near, distance / (distance.max() + 1.0), float(len(true) + 1))
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if near[i, j]]
-
-
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one ``(y0, x0, y1, x1)`` box with many."""
     y0, x0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
@@ -195,7 +180,7 @@ def detection_scores(
     the model gives ``diameters`` (one per row of ``found``: ``y, x, score``) and the labels are boxes."""
     found = np.asarray(found, float)
     found = found.reshape(0, 3) if found.size == 0 else found
-    pairs = match_within(found[:, :2], truth.centres, truth.match_radii(default_radius_px))
+    pairs = match_pairs(found[:, :2], truth.centres, max_distance=truth.match_radii(default_radius_px))
     n_found, n_true, matched = len(found), len(truth), len(pairs)
     precision = matched / n_found if n_found else float(n_true == 0)
     recall = matched / n_true if n_true else float(n_found == 0)

@@ -18,6 +18,7 @@ from emzoo.errors import UsageError
 from emzoo.io import Image, ImageMeta
 from emzoo.runtime.predictor import Predictor
 from emzoo.runtime.settings import DeviceSpec
+from tests.tiny_packages import tiny_info
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -82,30 +83,10 @@ def strict_package(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
     from emzoo.architectures.unet import UNet
     from emzoo.packaging import BuildOptions, package_module
-    from emzoo.packaging.info import PackagingInfo, TensorInfo
 
     torch.manual_seed(0)
     pre = ({"id": "zero_mean_unit_variance", "kwargs": {"axes": ["channel", "y", "x"]}},)
-    info = PackagingInfo(
-        name="strict unet2d",
-        description="random weights, for tests only",
-        task="semantic segmentation",
-        inputs=(TensorInfo(id="raw", axes="cyx", channel_names=("raw",), processing=pre),),
-        outputs=(
-            TensorInfo(
-                id="prob", axes="cyx", channel_names=("fg",), processing=({"id": "sigmoid", "kwargs": {}},)
-            ),
-        ),
-        authors=({"name": "emzoo tests"},),
-        license="MIT",
-        cite=({"text": "emzoo tests", "doi": "10.5281/zenodo.1"},),
-        tags=("test",),
-        pixel_size={"y": 1.0, "x": 1.0},
-        pixel_unit="nanometer",
-        training_data={"name": "random", "source": "synthetic", "license": "MIT", "split": "none"},
-        intended_use="tests of the runtime",
-        limitations="random weights: its outputs mean nothing",
-    )
+    info = tiny_info("strict unet2d", "cyx", pre)
     sample = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
     options = BuildOptions(test_with_bioimageio=False, test_size=64, weight_formats=("onnx", "torchscript"))
     target = tmp_path_factory.mktemp("strict") / "strict.zip"

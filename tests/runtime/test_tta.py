@@ -12,7 +12,7 @@ import pytest
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.runtime.predictor import Predictor
 from emzoo.runtime.settings import TileSettings
-from tests.tiny_packages import _info
+from tests.tiny_packages import tiny_info
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def equivariant_package(tmp_path_factory):
                 ]
                 module.weight.copy_(torch.stack(copies).mean(0))
     pre = ({"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},)
-    info = _info("symmetric unet2d", "cyx", pre)
+    info = tiny_info("symmetric unet2d", "cyx", pre)
     sample = np.random.default_rng(0).random((96, 96)).astype(np.float32)
     options = BuildOptions(test_with_bioimageio=False, test_size=64, weight_formats=("onnx", "torchscript"))
     folder = tmp_path_factory.mktemp("symmetric")

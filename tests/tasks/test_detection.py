@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from emzoo.errors import InputError
-from emzoo.tasks.detection import Particles, box_ap50, detection_scores, match_within, read_particle_labels
+from emzoo.metrics import match_pairs
+from emzoo.tasks.detection import Particles, box_ap50, detection_scores, read_particle_labels
 from tests.conftest import REPO, shared
 
 
@@ -56,9 +57,9 @@ def test_matching_is_one_to_one_and_maximal():
     true = np.array([[0.0, 0.0], [0.0, 4.0]])
     # greedy nearest matching would pair the middle prediction with the first particle and lose one
     predicted = np.array([[0.0, 1.5], [0.0, -2.0]])
-    pairs = match_within(predicted, true, np.array([3.0, 3.0]))
+    pairs = match_pairs(predicted, true, max_distance=np.array([3.0, 3.0]))
     assert sorted(pairs) == [(0, 1), (1, 0)]
-    assert match_within(np.zeros((0, 2)), true, np.ones(2)) == []
+    assert match_pairs(np.zeros((0, 2)), true, max_distance=np.ones(2)) == []
 
 
 def test_scores_and_ap_on_hand_made_cases():

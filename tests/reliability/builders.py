@@ -376,7 +376,7 @@ def _state_dict_package(res: Resources, evil: bool) -> Path:
 
         from emzoo.architectures.unet import UNet
         from emzoo.packaging import BuildOptions, package_module
-        from tests.tiny_packages import _info
+        from tests.tiny_packages import tiny_info
 
         torch.manual_seed(0)
         pre = (
@@ -389,7 +389,9 @@ def _state_dict_package(res: Resources, evil: bool) -> Path:
         )
         sample = noise((96, 96), np.uint8)
         net = UNet(depth=2, features=4)
-        package_module(net, _info("tiny sd", "cyx", pre), sample, folder, architecture=arch, options=options)
+        package_module(
+            net, tiny_info("tiny sd", "cyx", pre), sample, folder, architecture=arch, options=options
+        )
         return folder
     shutil.copytree(res.get("sd"), folder)
     code = (folder / "unet.py").read_text()

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Every GPU figure of issue 14 in one run (under 5 minutes on one GPU; installs nothing).
+# Every GPU figure of issue 14 in one run (under 7 minutes on one GPU; installs nothing).
 #
 # Usage (from anywhere; uses .venv/bin/python when there is one, else $PYTHON or python):
 #   bash benchmarks/gpu_check.sh [MODEL]        # MODEL: default zoo_models/em-membrane-unet2d
 #
 # Prints, on one 4096x4096 EM image (real ISBI slices when ../shared/data is there, else synthetic):
-#   1. emzoo (torchscript weights, --device cuda): Mpx/s, best of 3 after a warm-up
+#   1. emzoo (torchscript weights, --device cuda, the batch from free memory): Mpx/s, best of 3 after a
+#      warm-up; and without the prefetching pipeline (next batch read while one runs, stitching overlapped)
 #   2. a plain torch loop over the same tiles (the blocks emzoo's plan cuts, normalised as emzoo does):
 #      with emzoo's batch size and with batch 16, pinned host memory and asynchronous copies;
 #      emzoo's share of the plain loop's throughput (goal >= 80 %)
 #   3. onnxruntime's CUDA provider through emzoo (onnx weights), when onnxruntime-gpu is installed
-#   4. fp16 and bf16 autocast: deviation from fp32 on the package's test input, Mpx/s on the same
-#      tiles, and the fraction of the GPU's dense fp16/bf16 peak (FLOPs counted by torch; peak from a
-#      table by GPU name, or PEAK_TFLOPS=...)
+#   4. fp16 and bf16 autocast: emzoo's own (--precision fp16/bf16: Mpx/s and the deviation it reports);
+#      a plain loop's deviation from fp32 on the package's test input, Mpx/s on the same tiles, and the
+#      fraction of the GPU's dense fp16/bf16 peak (FLOPs counted by torch; peak from a table by GPU
+#      name, or PEAK_TFLOPS=...)
+#   5. the out-of-memory fallback on the real GPU: torch's memory capped at 2 GiB, --batch-size 32:
+#      the halvings emzoo reports, and the output's difference from a batch-1 run
 # Exits 2 at once, with the reason, when there is no CUDA device or no torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +39,8 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 
-export GPU_CHECK_MODEL="$MODEL"
-timeout 280 "$PY" - <<'EOF'
+export GPU_CHECK_MODEL="$MODEL" PYTHONUNBUFFERED=1  # lines as they come, also when cut short
+timeout 400 "$PY" - <<'EOF'
 import os
 import sys
 import time
@@ -75,7 +79,13 @@ emz = Predictor(MODEL, weight_format="torchscript", device="cuda")
 t_emzoo = best(lambda: emz.predict(Image(image, ImageMeta(axes="yx"))))
 plan = emz.last_plan
 print(f"\n1. emzoo predict (torchscript, {emz.device}): {t_emzoo:.3f} s = {MPX / t_emzoo:.1f} Mpx/s "
-      f"({plan.n_tiles} blocks of {'x'.join(str(a.block) for a in plan.axes)}, batch {plan.batch_size})")
+      f"({plan.n_tiles} blocks of {'x'.join(str(a.block) for a in plan.axes)}, batch {plan.batch_size} "
+      "from free memory)")
+emz.batches.prefetch = False
+t_serial = best(lambda: emz.predict(Image(image, ImageMeta(axes="yx"))), runs=2)
+emz.batches.prefetch = True
+print(f"   without the prefetching pipeline: {t_serial:.3f} s = {MPX / t_serial:.1f} Mpx/s "
+      f"(pipeline speed-up {t_serial / t_emzoo:.2f}x)")
 
 # the same blocks, normalised as emzoo normalises them: recorded from emzoo's own run
 class Recorder:
@@ -146,7 +156,15 @@ try:
 except ImportError:
     print("   onnxruntime is not installed")
 
-print("\n4. fp16 / bf16 autocast (plain loop, batch 16) and deviation from fp32 on the test input:")
+print("\n4. fp16 / bf16 autocast through emzoo (--precision), its deviation as it reports it:")
+from emzoo.runtime.settings import DeviceSpec, TileSettings  # noqa: E402
+
+for label in ("fp16", "bf16"):
+    low_p = Predictor(MODEL, weight_format="torchscript", device=DeviceSpec.parse("cuda", precision=label))
+    t_low = best(lambda p=low_p: p.predict(Image(image, ImageMeta(axes="yx"))), runs=2)
+    print(f"   emzoo {label}: {t_low:.3f} s = {MPX / t_low:.1f} Mpx/s ({t_emzoo / t_low:.2f}x fp32, batch "
+          f"{low_p.last_plan.batch_size}); {low_p.precision.note()}")
+print("   plain loop, batch 16, and deviation from fp32 on the test input:")
 test_in = np.load(emz.package.file(tensor.test_tensor))
 x = torch.from_numpy(recorded(lambda: emz.run({tensor.id: test_in}))).cuda()
 with torch.inference_mode():
@@ -178,4 +196,20 @@ for label, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
     print(line)
 print(f"\nfp32 plain loop: {MPX / fastest:.1f} Mpx/s" + (
     f", {flops_block * host.shape[0] / fastest / 1e12:.3g} TFLOP/s" if flops_block else ""))
+
+print("\n5. out-of-memory fallback (torch capped at 2 GiB of the GPU, --batch-size 32, 512 px tiles):")
+part = Image(image[:2048, :2048], ImageMeta(axes="yx"))
+one = Predictor(MODEL, weight_format="torchscript", device="cuda", settings=TileSettings(tile=(512,), batch_size=1))
+ref_out = one.predict(part)
+del one, emz, low_p, module, host, x, out_host
+torch.cuda.empty_cache()
+torch.cuda.set_per_process_memory_fraction(2 * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+big = Predictor(MODEL, weight_format="torchscript", device="cuda", settings=TileSettings(tile=(512,), batch_size=32))
+try:
+    got = big.predict(part)
+    diff = max(float(np.abs(got[k].data - ref_out[k].data).max()) for k in got)
+    print(f"   {'; '.join(big.batches.notes) or 'no halving needed (32 blocks fit in 2 GiB)'}")
+    print(f"   max abs difference from the batch-1 output: {diff:.3g}")
+except Exception as e:  # the fallback's own one-line error at batch 1
+    print(f"   failed: {type(e).__name__}: {e}")
 EOF

@@ -136,8 +136,8 @@ def test_package(
             results += [CheckResult(source, c, fmt, None, reason, 0.0) for c in checks]
             continue
         why = code_refusal(package, spec.weights[fmt]) if fmt in spec.weights else None
-        if precision != "fp32" and fmt != "onnx":  # lower precisions run ONNX weights only
-            why = refusal(precision, fmt, "cpu")
+        if why is None and precision != "fp32":  # int8: ONNX on CPU; bf16/fp16: torch on CUDA
+            why = refusal(precision, fmt, "cuda" if str(device).startswith("cuda") else "cpu")
         if why is not None:
             results += [
                 CheckResult(source, c, fmt, None, f"not run: {render(why, names)}", 0.0) for c in checks

@@ -45,9 +45,9 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from emzoo.cli import info, predict, test, validate
+    from emzoo.cli import calibrate, info, predict, test, validate
 
-    for module in (predict, test, validate, info):
+    for module in (predict, test, validate, info, calibrate):
         main.add_command(module.command)
     for optional in ("train", "package", "evaluate", "explain"):
         try:

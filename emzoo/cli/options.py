@@ -63,7 +63,7 @@ def precision_option(fn):
         metavar="fp32|int8|bf16|fp16",
         help="Numeric precision of the network. int8: ONNX weights on CPU, statically quantized once per "
         "model (cached) and calibrated on the package's test input; its deviation from fp32 is reported. "
-        "bf16/fp16 are refused on CPU with the reason.",
+        "bf16/fp16: torch weights on CUDA (autocast), deviation reported; refused on CPU with the reason.",
     )(fn)
 
 
@@ -100,3 +100,26 @@ def overwrite_option(help: str = "Replace outputs that exist (otherwise they are
 
 def quiet_option(fn):
     return click.option("-q", "--quiet", is_flag=True, help="No progress bar.")(fn)
+
+
+def rescale_options(fn):
+    """``--rescale auto|off`` and ``--pixel-size SIZE`` (:mod:`emzoo.runtime.rescale`)."""
+    fn = click.option(
+        "--pixel-size",
+        default=None,
+        metavar="SIZE",
+        help="The inputs' pixel size, e.g. 2.5nm, 4Å or 0.004um (a bare number: the model's unit); Y,X or "
+        "Z,Y,X for each axis. Replaces the files' own calibration (a note in the summary says so) and "
+        "travels to the outputs.",
+    )(fn)
+    return click.option(
+        "--rescale",
+        type=click.Choice(["auto", "off"], case_sensitive=False),
+        default="off",
+        show_default=True,
+        help="auto: an input whose pixel size (from its file or --pixel-size) differs by more than 10 % "
+        "from the model's training data (config.emzoo.training_data) is resampled to it (cubic, "
+        "anti-aliased when it shrinks), predicted, and its outputs resampled back to the input's grid: "
+        "probabilities and images linear, labels nearest, density maps keeping their integral, "
+        "centres and diameters scaled. In memory only (not with --stream or --dask).",
+    )(fn)

@@ -35,7 +35,12 @@ FORMATS = ("onnx", "torchscript", "pytorch_state_dict")
     type=click.Choice(FORMATS),
     help="Write only these weight formats (repeatable). [default: all three]",
 )
-@click.option("--test-size", type=int, default=256, show_default=True, help="Edge of the test tensors (px).")
+@click.option(
+    "--test-size",
+    type=int,
+    default=None,
+    help="Edge of the test tensors (px). [default: 256, or the network's smallest input when larger]",
+)
 @click.option("--halo", type=int, default=None, help="Output halo (px). [default: measured receptive field]")
 @click.option("--model-version", default="0.1.0", show_default=True, help="The package version (semver).")
 @click.option("--no-bioimageio-test", is_flag=True, help="Skip bioimageio.core's test_model before writing.")

@@ -14,6 +14,7 @@ from emzoo.cli.options import (
     overwrite_option,
     precision_option,
     quiet_option,
+    rescale_options,
     trust_option,
     weights_option,
 )
@@ -108,7 +109,8 @@ def _tiling_options(fn):
                 "--batch-size",
                 type=int,
                 default=None,
-                help="Tiles per model call (default: 1 on CPU, 4 on GPU).",
+                help="Tiles per model call (default: 1 on CPU; on a GPU as many as its free memory holds, "
+                "halved on out-of-memory errors).",
             ),
             click.option(
                 "--tta/--no-tta",
@@ -229,12 +231,33 @@ def _progress(predictor, samples: list[dict[str, InputFile]], quiet: bool):
     "outputs converted to 8-bit pictures as by --preview, full size (a volume: its middle slice only).",
 )
 @click.option(
+    "--output-dtype",
+    "dtype",
+    type=click.Choice(["model", "input"]),
+    default="model",
+    show_default=True,
+    help="model: each output as its package declares it (a denoiser's grey levels in float32); input: "
+    "float image outputs in the input image's dtype, rounded and clipped to its range for integers (uint8: "
+    "0..255), e.g. a denoised image as the uint16 it came in. Predicted in memory (not with --stream).",
+)
+@click.option(
     "--keep-axes",
     is_flag=True,
     help="Write each output with every axis its package declares but batch, in its order (default: "
     "a channel axis of length 1 is dropped too: a (1,1,1,512,512) output is written as 1x512x512).",
 )
 @click.option("--slices", is_flag=True, help="Run a 2D model on each z slice of a volume (stats per slice).")
+@rescale_options
+@click.option(
+    "--ood",
+    type=click.Choice(["warn", "skip", "fail"], case_sensitive=False),
+    default="warn",
+    show_default=True,
+    help="An input unlike the model's training data (out of distribution: its score above the "
+    "package's calibrated threshold, or a pixel size far from the training data's; see "
+    "docs/trust.md): warn in the summary, skip it (no output written, the summary says so), or fail "
+    "(stop the run, exit 1). Every input's verdict goes to its provenance record.",
+)
 @click.option(
     "--stack",
     is_flag=True,
@@ -270,6 +293,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
     from emzoo.drivers.options import InputOptions, OutputOptions, RunOptions, StreamOptions
     from emzoo.drivers.outputs import check_output_options
     from emzoo.runtime.predictor import Predictor
+    from emzoo.runtime.rescale import model_notes
     from emzoo.runtime.settings import DeviceSpec, TileSettings
 
     # every option value is checked before the model loads or any file is read
@@ -279,6 +303,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
         options["overlay"],
         keep_axes=options["keep_axes"],
         preview=options["preview"],
+        dtype=None if options["dtype"] == "model" else options["dtype"],
     )
     if not inputs and not named:
         raise UsageError("give the images to predict: emzoo predict MODEL IMAGE_OR_FOLDER... [-o OUT]")
@@ -292,7 +317,10 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
         options["batch_size"],
         tta=options["tta"],
     )
-    run_options = RunOptions(output, InputOptions(options["slices"], options["stack"]), stream)
+    inputs_options = InputOptions(
+        options["slices"], options["stack"], options["rescale"], options["pixel_size"], options["ood"].lower()
+    )
+    run_options = RunOptions(output, inputs_options, stream)
     predictor = Predictor(
         model,
         weight_format=weight_format,
@@ -308,6 +336,7 @@ def command(model, inputs, out_dir, named, weight_format, device, quiet, **optio
 
         check_slices(predictor)
     notes: list[str] = [] if predictor.precision.precision == "fp32" else [predictor.precision.note()]
+    notes += model_notes(predictor.spec, inputs_options.rescale, inputs_options.pixel_size)
     if predictor.tta:
         notes.append("test-time augmentation: outputs averaged over the tiles' flips and 90-degree turns")
     samples = _samples(predictor, inputs, named, run_options.inputs.stack, notes)

@@ -50,11 +50,13 @@ def command(models, weight_formats, device, precision, trust_package_code, no_bi
     if precision != "fp32":
         from emzoo.runtime.backends.quantize import refusal
 
-        why = refusal(precision, "onnx", "cpu")  # what this CPU cannot do at all is refused before any test
-        if why is not None:
+        # what this device cannot do with any weights is refused before any test
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        whys = [refusal(precision, fmt, kind) for fmt in ("onnx", "torchscript")]
+        if all(whys):
             from emzoo.errors import UsageError
 
-            raise UsageError(why)
+            raise UsageError(whys[0] if kind == "cpu" else whys[1])
     if junit:  # a report that cannot be written is refused before any test runs
         import os
         from pathlib import Path

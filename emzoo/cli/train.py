@@ -71,6 +71,21 @@ def _epoch_time(uc, data_dir: Path | None, run_dir: Path | None, overrides, devi
 )
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), help="Run folder to write (or resume).")
 @click.option("--epochs", type=int, help="Number of epochs (overrides the parameter; extends a resumed run).")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0),
+    metavar="M",
+    help="Time budget of this call in minutes (overrides the use case's `minutes` parameter where it has "
+    "one; 0: none). Checked before every step: the epoch under way is validated and saved, then training "
+    "stops; --resume goes on with a new budget.",
+)
+@click.option(
+    "--init",
+    "init",
+    metavar="MODEL",
+    help="Start from the pytorch_state_dict weights of this package (zip, folder or rdf.yaml) instead of "
+    "random ones: fine-tuning. Its network must be the run's (same layers and sizes).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE ...", help="Change parameters.")
 @click.option("--grid", multiple=True, metavar="KEY=V1,V2 ...", help="Train every combination (grid search).")
@@ -83,13 +98,28 @@ def _epoch_time(uc, data_dir: Path | None, run_dir: Path | None, overrides, devi
     "--out, or measured on a few training steps on --data) and exit.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device, list_, show_params, quiet):
+def command(
+    use_case,
+    data_dir,
+    run_dir,
+    epochs,
+    minutes,
+    init,
+    resume,
+    overrides,
+    grid,
+    device,
+    list_,
+    show_params,
+    quiet,
+):
     """Train USE_CASE (see --list) on --data into the run folder --out.
 
     \b
     emzoo train membrane_segmentation --data data/isbi2012_membranes --out runs/membranes
     emzoo train membrane_segmentation --out runs/membranes --resume --epochs 120
     emzoo train membrane_segmentation --data DIR --out runs/grid --grid lr=1e-3,3e-4 batch_size=2,4
+    emzoo train denoising --data my_noisy_images --init zoo_models/em-denoise-n2v --out runs/mine
     """
     if list_:
         click.echo(_list())
@@ -109,6 +139,10 @@ def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device
     if run_dir is None:
         raise UsageError("--out is required: the run folder to write (or to continue with --resume)")
     if grid:
+        if init is not None or minutes is not None:
+            raise UsageError(
+                "--grid trains from scratch with each run's own parameters: leave out --init/--minutes"
+            )
         from emzoo.train.grid import grid_search
 
         rows = grid_search(
@@ -137,12 +171,17 @@ def command(use_case, data_dir, run_dir, epochs, resume, overrides, grid, device
         run_dir,
         overrides=overrides,
         epochs=epochs,
+        minutes=minutes,
+        init=init,
         resume=resume,
         device=device,
         progress=not quiet,
     )
     name = uc.main_metric[0]
+    status = "stopped at the time limit" if result.status == "time_limit" else result.status
     click.echo(
-        f"{result.status} after {result.epochs_completed} epochs; best epoch {result.best_epoch} "
+        f"{status} after {result.epochs_completed} epochs; best epoch {result.best_epoch} "
         f"({name} = {result.best_metrics.get(name, float('nan')):.4g}); run folder {result.run_dir}"
     )
+    if result.status == "time_limit":
+        click.echo(f"go on with: emzoo train {uc.name} --out {result.run_dir} --resume [--minutes M]")

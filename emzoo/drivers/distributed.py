@@ -10,7 +10,9 @@ keeps it for all its chunks; one thread per worker process is best, the model's 
 Runtime, PyTorch) uses the cores itself.
 
 The run is resumable like a local one: every finished chunk is recorded in the store, a re-run (on a
-cluster or not) skips it, and the store is finalised only when every chunk is done.
+cluster or not) skips it, and the store is finalised only when every chunk is done. The workers keep
+each sample's statistics in the store's record too, and the client writes the provenance record
+(:mod:`emzoo.drivers.provenance`) when it publishes the outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emzoo.drivers import provenance
 from emzoo.drivers.chunks import Job, StreamPlan
 from emzoo.drivers.options import InputOptions, OutputOptions, StreamOptions
 from emzoo.drivers.stream_store import Stores
@@ -105,14 +108,18 @@ def statistics_task(model: ModelRef, source: InputRef, plan: StreamPlan, sample:
 
 def chunk_task(
     model: ModelRef, source: InputRef, plan: StreamPlan, stores: Stores, job: Job, stats: dict
-) -> tuple[str, float]:
-    """Predict one chunk, write it into the stores and record it; returns its name and seconds."""
+) -> tuple[str, float, dict]:
+    """Predict one chunk, write it into the stores and record it; returns its name, seconds and
+    tiling (for the provenance record)."""
     t0 = time.perf_counter()
-    runner = ChunkRunner(worker_predictor(model), worker_image(source), plan)
-    stores.write(plan, job, runner.compute(job, stats))
+    predictor = worker_predictor(model)
+    runner = ChunkRunner(predictor, worker_image(source), plan)
+    blocks = runner.compute(job, stats)
+    stores.keep_statistics(job.sample, provenance.statistics_section(predictor.spec, stats))
+    stores.write(plan, job, blocks)
     seconds = time.perf_counter() - t0
     stores.mark_done(job, seconds)
-    return job.name, seconds
+    return job.name, seconds, provenance.tiling(predictor)
 
 
 def connect(client):
@@ -147,10 +154,12 @@ def run_distributed(
     inputs: InputOptions | None = None,
     stream: StreamOptions | None = None,
     progress: Progress | None = None,
+    record: dict | None = None,
 ) -> StreamResult:
     """Stream ``image`` into ``finals`` with the chunks computed on the cluster of ``stream.client``.
 
     ``predictor`` (loaded here) only plans; the workers load the model themselves from its path.
+    ``record``: the provenance record begun by the caller (None: begun here).
     """
     from distributed import as_completed
 
@@ -158,7 +167,7 @@ def run_distributed(
     start = time.perf_counter()
     client = connect(stream.client)
     model = ModelRef.of(predictor)
-    run = begin(predictor, image, finals, output=output, inputs=inputs, stream=stream)
+    run = begin(predictor, image, finals, output=output, inputs=inputs, stream=stream, record=record)
     plan, stores, result = run.plan, run.stores, run.result
     if run.todo:
         # the task arguments are small records: the workers read and write the pixels themselves
@@ -174,7 +183,9 @@ def run_distributed(
         failed: BaseException | None = None
         for future in as_completed(futures):
             try:
-                future.result()
+                _, _, tiling = future.result()
+                if not result.computed:
+                    run.record["runtime"].update(tiling)
                 result.computed += 1
             except Exception as e:  # let the others finish: their chunks are recorded for a re-run
                 failed = failed or e

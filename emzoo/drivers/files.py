@@ -14,6 +14,7 @@ the memory available are refused, and a full disk is one line (``no space left o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from emzoo.atomic import is_disk_full, no_space
-from emzoo.drivers import guards
+from emzoo.atomic import LockedError, OutputLock, is_disk_full, lock_path, no_space
+from emzoo.drivers import guards, provenance
 from emzoo.drivers.kinds import OutputKind, Sample, output_kind
 from emzoo.drivers.options import RunOptions
 from emzoo.drivers.outputs import (
     PREVIEW_SUFFIX,
     check_output_options,
+    is_value_table,
     output_format_for,
     output_paths,
     output_stems,
@@ -40,9 +42,11 @@ from emzoo.drivers.outputs import (
 from emzoo.drivers.slices import predict_slices, takes_slices
 from emzoo.errors import EmzooError, Names, UsageError, literal, render
 from emzoo.io import Image, InputFile, read_image, read_slice_folder
+from emzoo.io.write import cast_to
 from emzoo.runtime import processing
 from emzoo.runtime.predictor import Predictor
-from emzoo.tasks.ood import check_input
+from emzoo.runtime.rescale import Rescale, sample_grid
+from emzoo.tasks.ood import Check, OutOfDistribution, policy_note
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ class Summary:
     written: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)  # the output kind's row per sample (e.g. counts)
+    rescaled: dict[Path, Rescale] = field(default_factory=dict)  # inputs resampled (rescale="auto")
+    ood: dict[Path, dict] = field(default_factory=dict)  # each input's out-of-distribution verdict
     seconds: float = 0.0
 
     def lines(self, names: Names | None = None) -> list[str]:
@@ -77,6 +83,8 @@ def _guarded(summary: Summary, path: Path, out_dir: Path, fn: Callable[[], None]
     """Run one input's prediction; a failure is recorded in the summary, not raised."""
     try:
         fn()
+    except OutOfDistribution:  # ood="fail": the run stops
+        raise
     except EmzooError as e:
         summary.failed.append((path, _without_path(path, e.template)))
     except MemoryError:
@@ -234,6 +242,8 @@ def should_stream(predictor: Predictor, images: dict[str, Image], fmt: str, opti
         return True
     if stream.enabled is not None:
         return stream.enabled
+    if options.output.dtype is not None:  # the outputs are cast in memory (RunOptions refuses stream=True)
+        return False
     if len(predictor.spec.inputs) != 1:
         return False
     image = next(iter(images.values()))
@@ -245,6 +255,7 @@ def _predict_one(
     run: _Run, inputs: dict[str, InputFile], name_from: InputFile, base_name: str, summary: Summary
 ) -> None:
     predictor, options = run.predictor, run.options
+    started = provenance.now()
     images = _read_all(inputs, options.inputs.stack) if run.overlap is None else run.overlap.images(inputs)
     first = images[predictor.spec.inputs[0].id]
     fmt = output_format_for(first.meta.format, options.output.format)
@@ -253,34 +264,71 @@ def _predict_one(
     extra = run.kind.extra_paths(base)
     previews = preview_paths(predictor.spec, paths) if options.output.preview else {}
     wanted = {**paths, **extra, **previews}
-    guards.check_outputs(wanted.values(), run.inputs, run.out_dir)
-    todo = {key: p for key, p in wanted.items() if options.output.overwrite or not p.exists()}
+    main = paths[predictor.spec.outputs[0].id]
+    record_path = provenance.record_path(main)  # one per input, listing all its files
+    guards.check_outputs([*wanted.values(), record_path], run.inputs, run.out_dir)
+    # outputs without their record are incomplete (a run ended between them): all are written again
+    todo = provenance.todo(wanted, record_path, main, overwrite=options.output.overwrite, derived=previews)
     if not todo:
+        _drop_stale_locks(wanted.values())
         summary.skipped.append(name_from.path)
         return
     if set(todo) <= set(previews):  # every output exists: their previews are drawn from them
         summary.written += write_previews(predictor.spec, todo, None, paths)
+        provenance.add_files(record_path, todo.values())
         summary.done.append(name_from.path)
         return
     stream = run.kind.streams and should_stream(predictor, images, fmt, options)
+    # the pixel size given by hand, and with rescale="auto" the inputs on the model's pixel size
+    grid = sample_grid(
+        predictor.spec, images, options.inputs.rescale, options.inputs.pixel_size, streamed=stream
+    )
+    summary.notes.extend(f"{literal(name_from.path)}: {note}" for note in grid.notes)
+    if grid.rescale is not None:
+        summary.rescaled[name_from.path] = grid.rescale
+    images, first = grid.model_images, grid.model_images[predictor.spec.inputs[0].id]
     if not stream:  # streamed chunks are checked as they are read (emzoo.drivers.streaming)
         _check_in_memory(run, inputs, images, name_from)
-    with np.errstate(all="ignore"):  # the statistics of a bad image are refused below, not warned about
-        warnings = check_input(predictor.spec.emzoo, first)
-    summary.notes.extend(f"warning: {literal(name_from.path)}: {w}" for w in warnings)
-    if stream and _stream_one(run, first, name_from, paths, fmt, summary):
-        summary.written.extend(paths.values())
-        summary.written += write_previews(predictor.spec, todo, None, paths)
+    check = Check(predictor.spec.emzoo, first, predictor.spec)  # image features once (emzoo.tasks.ood)
+    verdict = check.verdict()  # before the run; after it, with the outputs' features too
+    sources = {tid: item.path for tid, item in inputs.items()}
+    record = provenance.begin(
+        predictor, grid.images, sources, options=options, ood=verdict.record(), started=started
+    )
+    if grid.rescale is not None:
+        record["runtime"]["rescaled"] = grid.rescale.as_dict()
+    if stream and not _ood_allows(run, name_from, verdict, summary, record):
+        return
+    if stream and _stream_one(run, first, name_from, paths, fmt, summary, record):
+        summary.written += [*paths.values(), record_path]
+        drawn = write_previews(predictor.spec, todo, None, paths)
+        provenance.add_files(record_path, drawn)
+        summary.written += drawn
         summary.done.append(name_from.path)
         return
     if stream:  # the model cannot stream: predicted in memory after all
         _check_in_memory(run, inputs, images, name_from)
     if options.inputs.slices and takes_slices(images):
-        results = predict_slices(predictor, images, progress=run.on_tile, keep_axes=options.output.keep_axes)
+        per_slice: list[dict] = []
+        progress = _keeping_statistics(run, per_slice)
+        results = predict_slices(predictor, images, progress=progress, keep_axes=options.output.keep_axes)
+        provenance.note_run(record, predictor, per_slice)
     else:
         results = predictor.predict(images, progress=run.on_tile, keep_axes=options.output.keep_axes)
-    sample = Sample(first, name_from.relative, results, {k: p for k, p in todo.items() if k in extra}, base)
+        statistics = provenance.statistics_section(predictor.spec, predictor.last_statistics)
+        provenance.note_run(record, predictor, statistics)
+    if not _ood_allows(run, name_from, check.verdict(results), summary, record):
+        return
+    provenance.retract(record_path)  # before the kind's files and the outputs replace earlier ones
+    # the kind sees the input as read and the outputs on the model's grid (their calibration says which)
+    original = grid.images[predictor.spec.inputs[0].id]
+    sample = Sample(
+        original, name_from.relative, results, {k: p for k, p in todo.items() if k in extra}, base
+    )
     finished = run.kind.finish_sample(sample, options.output)
+    results = grid.restore(results)  # outputs on the input's grid
+    if options.output.dtype == "input":
+        results = _cast_outputs(predictor.spec, results, np.dtype(original.data.dtype))
     summary.written += finished.written
     if finished.row is not None:
         summary.rows.append(finished.row)
@@ -290,12 +338,28 @@ def _predict_one(
             if tid in paths:
                 summary.written.append(write_output(path, predictor.spec.output(tid), results[tid], fmt))
         summary.written += write_previews(predictor.spec, todo, results, paths)
+        files = [*(p for p in todo.values() if p.exists()), *finished.written]  # the kind's overlay too
+        done = provenance.complete(record, files, record_path.parent)
+        for path in paths.values():
+            if fmt == "ome-zarr" and path.is_dir():
+                provenance.put_in_store(path, done)
+        summary.written.append(provenance.write(done, record_path))  # last: it vouches for them
         summary.done.append(name_from.path)
 
     if run.overlap is None:
         write()
     else:  # written while the next sample is predicted; its failure is this input's, as above
         run.overlap.write(name_from.path, write)
+
+
+def _cast_outputs(spec, results: dict[str, Image], dtype) -> dict[str, Image]:
+    """The float image outputs in ``dtype`` (the input's: ``dtype="input"``), integers rounded and
+    clipped to its range; value tables and integer outputs (labels) as they are."""
+    cast = {}
+    for tid, image in results.items():
+        floating = np.dtype(image.data.dtype).kind == "f" and not is_value_table(spec.output(tid))
+        cast[tid] = replace(image, data=cast_to(image.data, dtype)) if floating else image
+    return cast
 
 
 def _check_in_memory(
@@ -307,8 +371,44 @@ def _check_in_memory(
         guards.check_finite(inputs[tid].path, image)
 
 
+def _ood_allows(run: _Run, item: InputFile, verdict, summary: Summary, record: dict) -> bool:
+    """Record an input's out-of-distribution verdict and say whether its outputs are written
+    (``ood="skip"`` writes none for an input out of distribution; ``"fail"`` raises)."""
+    record["ood"] = summary.ood[item.path] = verdict.record()
+    note = policy_note(verdict, literal(item.path), run.options.inputs.ood)
+    if note is not None:
+        summary.notes.append(note)
+    return not (verdict.out_of_distribution and run.options.inputs.ood == "skip")
+
+
+def _drop_stale_locks(paths) -> None:
+    """The locks that runs killed after finishing these outputs left (a live run's lock stays)."""
+    for path in paths:
+        if lock_path(path).exists():
+            with contextlib.suppress(LockedError):
+                OutputLock(path).acquire().release()
+
+
+def _keeping_statistics(run: _Run, kept: list[dict]) -> Callable[[int, int], None]:
+    """The progress callback of a slice-by-slice prediction that also keeps each slice's
+    normalisation statistics (``predict_slices`` calls it after each slice) for the record."""
+
+    def progress(done: int, total: int) -> None:
+        kept.append(provenance.statistics_section(run.predictor.spec, run.predictor.last_statistics))
+        if run.on_tile is not None:
+            run.on_tile(done, total)
+
+    return progress
+
+
 def _stream_one(
-    run: _Run, image: Image, item: InputFile, paths: dict[str, Path], fmt: str, summary: Summary
+    run: _Run,
+    image: Image,
+    item: InputFile,
+    paths: dict[str, Path],
+    fmt: str,
+    summary: Summary,
+    record: dict,
 ) -> bool:
     """Predict out of core; False when the model cannot stream and streaming was only the default."""
     from emzoo.drivers import streaming
@@ -329,6 +429,7 @@ def _stream_one(
                 inputs=options.inputs,
                 stream=options.stream,
                 progress=run.on_tile,
+                record=record,
             )
         else:
             result = streaming.predict_streaming(
@@ -339,6 +440,7 @@ def _stream_one(
                 inputs=options.inputs,
                 stream=options.stream,
                 progress=run.on_tile,
+                record=record,
             )
     except UsageError as e:
         if options.stream.enabled is not None or options.stream.client is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from emzoo.errors import PackageError, UsageError, literal
 from emzoo.io import Image, InputFile, read_image, write_image
 from emzoo.io.lookup import get_writer
 from emzoo.io.preview import preview_pixels
-from emzoo.io.write import writable_dtype
+from emzoo.io.write import writable_dtype, written_by_emzoo
 from emzoo.package.spec import ModelSpec, TensorSpec
 
 # the default output format follows the input where emzoo can write that format
@@ -140,11 +141,15 @@ def is_probability(tensor: TensorSpec) -> bool:
 
 
 def write_output(path: Path, tensor: TensorSpec, image: Image, fmt: str) -> Path:
-    """Write one output tensor: a value table (``.csv``) or an image in ``fmt``, atomically."""
+    """Write one output tensor: a value table (``.csv``) or an image in ``fmt``, atomically (a store
+    emzoo wrote at ``path`` before, which a rename cannot replace, is removed once the data are ready;
+    any other folder there fails the write)."""
     if path.suffix == ".csv":
         return write_value_table(path, image, _channel_names(tensor))
     data = np.asarray(image.data)
     data = data.astype(writable_dtype(data.dtype), copy=False)
+    if path.is_dir() and not path.is_symlink() and written_by_emzoo(path):
+        shutil.rmtree(path)
     return write_image(path, data, image.meta, format=fmt, probability=is_probability(tensor) or None)
 
 

@@ -5,8 +5,11 @@ A store is written as ``.NAME.partial`` (``.NAME.ome.zarr.partial`` when the fin
 or ``.npy``). The first store holds ``.emzoo-stream/run.json`` (what the run computes: a re-run with
 other settings refuses to mix its chunks in) and ``.emzoo-stream/done/<chunk>``, one small JSON file
 per finished chunk, written atomically after all of the chunk's outputs are stored, by whichever
-process (or cluster worker) computed it. :func:`finish` publishes the OME-NGFF metadata only when
-every chunk is recorded, drops the record and renames (or converts) the stores.
+process (or cluster worker) computed it, after the sample's normalisation statistics
+(``.emzoo-stream/statistics/<sample>``, for the provenance record, also of a resumed run). :func:`finish`
+publishes the OME-NGFF metadata only when every chunk is recorded, drops the stream's record, puts the
+provenance record (:mod:`emzoo.drivers.provenance`) in the OME-Zarr stores' attributes, renames (or
+converts) the stores and writes the provenance record beside them, last.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emzoo.atomic import write_text_atomic
+from emzoo.drivers import provenance
 from emzoo.errors import InputError
 
 if TYPE_CHECKING:
@@ -92,12 +96,34 @@ class Stores:
         for path in self.paths.values():
             shutil.rmtree(path, ignore_errors=True)
 
+    def keep_statistics(self, sample: int | None, statistics: dict) -> None:
+        """Keep a sample's normalisation statistics (:func:`provenance.statistics_section`) for the
+        provenance record, once, before its first chunk is marked done."""
+        path = Path(self.record) / "statistics" / _sample_name(sample)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(statistics))
+
+    def statistics(self, plan: StreamPlan) -> dict | list | None:
+        """The kept statistics: of the whole image, or a list per z sample (None where missing)."""
+        folder = Path(self.record) / "statistics"
+        found = [_read_json(folder / _sample_name(s)) for s in _samples(plan)]
+        return found[0] if plan.sample_axis is None else found
+
     def mark_done(self, job: Job, seconds: float) -> None:
         """Record a finished chunk (after all its outputs are written), atomically."""
         folder = Path(self.record) / "done"
         folder.mkdir(parents=True, exist_ok=True)
         info = {"seconds": round(seconds, 3), "host": socket.gethostname(), "pid": os.getpid()}
         write_text_atomic(folder / job.name, json.dumps(info))
+
+
+def _sample_name(sample: int | None) -> str:
+    return "image" if sample is None else str(sample)
+
+
+def _samples(plan: StreamPlan) -> list[int | None]:
+    return [None] if plan.sample_axis is None else list(range(plan.n_samples))
 
 
 def open_stores(
@@ -115,14 +141,20 @@ def open_stores(
             shutil.rmtree(p, ignore_errors=True)
     existing = [p for p in partials.values() if p.exists()]
     if existing:
-        found = _read_header(record / "run.json")
+        found = _read_json(record / "run.json")
         if found is not None and found == run_header and len(existing) == len(partials):
             return stores
-        what = "was started with other settings" if found is not None else "has no readable record"
-        raise InputError(
-            f"{first}: an unfinished output of an earlier run that {what} "
-            f"({_difference(found, run_header)}): remove it, or pass {{overwrite=True}} to start again"
-        )
+        if not (record / "run.json").exists():
+            # a run ended while creating them (before any chunk) or while publishing them (after the
+            # record was dropped): no chunk is recorded to keep, start again
+            for p in existing:
+                shutil.rmtree(p, ignore_errors=True)
+        else:
+            what = "was started with other settings" if found is not None else "has no readable record"
+            raise InputError(
+                f"{first}: an unfinished output of an earlier run that {what} "
+                f"({_difference(found, run_header)}): remove it, or pass {{overwrite=True}} to start again"
+            )
     for out in plan.outputs:
         final = Path(finals[out.id])
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +164,7 @@ def open_stores(
     return stores
 
 
-def _read_header(path: Path) -> dict | None:
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -146,8 +178,9 @@ def _difference(found: dict | None, wanted: dict) -> str:
     return ", ".join(f"{k}: {found.get(k)} there, {wanted[k]} now" for k in keys[:3]) or "other outputs"
 
 
-def finish(plan: StreamPlan, stores: Stores, finals: Mapping[str, Path], fmt: str) -> None:
-    """Publish complete stores: finalise, drop the record, rename (or convert to ``fmt``)."""
+def finish(plan: StreamPlan, stores: Stores, finals: Mapping[str, Path], fmt: str, record: dict) -> Path:
+    """Publish complete stores: finalise, drop the stream's record, rename (or convert to ``fmt``),
+    then write the provenance ``record`` (completed here) beside them; returns its path."""
     from emzoo.io.formats.zarr_store import finalize_ome_zarr
     from emzoo.io.write import write_image
 
@@ -156,7 +189,15 @@ def finish(plan: StreamPlan, stores: Stores, finals: Mapping[str, Path], fmt: st
         raise InputError(f"{len(missing)} chunk(s) are not done yet (e.g. {sorted(missing)[0]})")
     for out in plan.outputs:
         finalize_ome_zarr(stores.paths[out.id])
+    record = {**record, "processing": provenance.processing_section(stores.statistics(plan))}
+    outputs = [Path(finals[o.id]) for o in plan.outputs]
+    record_path = provenance.record_path(outputs[0])
+    done = provenance.complete(record, outputs, record_path.parent)
+    if fmt == "ome-zarr":  # inside the stores: renamed with them
+        for out in plan.outputs:
+            provenance.put_in_store(Path(stores.paths[out.id]), done)
     shutil.rmtree(stores.record, ignore_errors=True)
+    provenance.retract(record_path)  # before the first output is replaced
     for out in plan.outputs:
         partial, final = Path(stores.paths[out.id]), Path(finals[out.id])
         if fmt == "ome-zarr":
@@ -172,3 +213,6 @@ def finish(plan: StreamPlan, stores: Stores, finals: Mapping[str, Path], fmt: st
             )
         write_image(final, array, replace(out.meta, format=fmt), format=fmt)
         shutil.rmtree(partial, ignore_errors=True)
+    if fmt != "ome-zarr":  # converted: finished now
+        done = provenance.complete(record, outputs, record_path.parent)
+    return provenance.write(done, record_path)

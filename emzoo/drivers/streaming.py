@@ -26,6 +26,9 @@ Design (see also ``docs/dask_clusters.md``, which runs the same chunks on a clus
   published, :func:`~emzoo.io.formats.zarr_store.finalize_ome_zarr`), the record removed and the
   stores renamed to their final names, so a partial output never looks complete. For MRC, TIFF or
   ``.npy`` outputs, the finished store is converted with the format's writer and removed.
+* **Provenance** (:mod:`emzoo.drivers.provenance`). Each sample's statistics are kept in the stream's
+  record before its first chunk is marked done (a resumed run reports them too); the provenance
+  record goes into the OME-Zarr stores' attributes before they are renamed, and beside them last.
 * **One writer per output.** From planning to finalisation a run holds the lock of each final output
   (``.NAME.lock``, :func:`emzoo.atomic.output_lock`): a second run into the same output refuses with
   the PID of the first; the lock of a run that died is taken over.
@@ -45,8 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from emzoo.atomic import OutputLock
+from emzoo.drivers import provenance
 from emzoo.drivers.chunks import Job, StreamPlan, plan_stream, sample_view, scaled
-from emzoo.drivers.options import InputOptions, OutputOptions, StreamOptions
+from emzoo.drivers.options import InputOptions, OutputOptions, RunOptions, StreamOptions
 from emzoo.drivers.stream_store import Stores, finish, header, open_stores
 from emzoo.errors import InputError
 from emzoo.io.meta import Image
@@ -67,6 +71,7 @@ class StreamResult:
     computed: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    record: Path | None = None  # the provenance record beside the outputs (emzoo.drivers.provenance)
 
 
 # ---------------------------------------------------------------------------------------- computing
@@ -163,6 +168,7 @@ class Stream:
     output_format: str
     todo: list[Job]
     result: StreamResult
+    record: dict  # the provenance record, completed by finish (emzoo.drivers.provenance)
     locks: list[OutputLock] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -170,10 +176,14 @@ class Stream:
 
     def finish(self) -> StreamResult:
         try:
-            finish(self.plan, self.stores, self.finals, self.output_format)
+            self.result.record = finish(self.plan, self.stores, self.finals, self.output_format, self.record)
         finally:
             self.close()
         return self.result
+
+    def keep_statistics(self, predictor: Predictor, sample: int | None, stats: dict) -> None:
+        """Keep a sample's statistics for the provenance record (before its chunks are marked done)."""
+        self.stores.keep_statistics(sample, provenance.statistics_section(predictor.spec, stats))
 
     def close(self) -> None:
         """Release the output locks (the partial stores stay, for a re-run to resume)."""
@@ -200,15 +210,21 @@ def begin(
     output: OutputOptions,
     inputs: InputOptions | None = None,
     stream: StreamOptions | None = None,
+    record: dict | None = None,
 ) -> Stream:
     """Plan, open (or resume) the stores, and list the chunks that are not recorded as done.
 
     ``output.format`` is the format of the final outputs (``ome-zarr``, or one the finished store is
-    converted to)."""
+    converted to); ``record``: the provenance record begun by the caller (:func:`provenance.begin`;
+    None: begun here)."""
     inputs, stream = inputs or InputOptions(), stream or StreamOptions()
     fmt = output.format or "ome-zarr"
     plan = plan_stream(predictor, image, slices=inputs.slices, chunk=stream.chunk, keep_axes=output.keep_axes)
     run_header = header(predictor, image, plan, fmt)
+    if record is None:
+        options = RunOptions(output=output, inputs=inputs, stream=stream)
+        sources = {plan.input_id: image.meta.source}
+        record = provenance.begin(predictor, {plan.input_id: image}, sources, options=options)
     locks = lock_outputs(finals)
     try:
         stores = open_stores(plan, finals, fmt, run_header, overwrite=output.overwrite)
@@ -219,6 +235,7 @@ def begin(
     done = stores.done()
     todo = [j for j in jobs if j.name not in done]
     result = StreamResult(paths=dict(finals), total=len(jobs), skipped=len(jobs) - len(todo))
+    record = {**record, "runtime": {**record["runtime"], "stream": _stream_section(plan, result, stream)}}
     if result.skipped:
         note = (
             f"resumed {Path(finals[plan.outputs[0].id]).name}: {result.skipped} of {len(jobs)} "
@@ -234,7 +251,23 @@ def begin(
         list(plan.context),
         ", ".join(stores.paths.values()),
     )
-    return Stream(plan, stores, {k: Path(v) for k, v in finals.items()}, fmt, todo, result, locks)
+    finals = {k: Path(v) for k, v in finals.items()}
+    return Stream(plan, stores, finals, fmt, todo, result, record, locks)
+
+
+def _stream_section(plan: StreamPlan, result: StreamResult, stream: StreamOptions) -> dict:
+    """How an out-of-core run cut the image (for the provenance record)."""
+    client = stream.client
+    address = (
+        client if isinstance(client, str) else getattr(getattr(client, "scheduler", None), "address", None)
+    )
+    return {
+        "chunk": list(plan.chunk),
+        "context": list(plan.context),
+        "chunks": result.total,
+        "done_before": result.skipped,
+        "dask": None if client is None else (address or "a dask client"),
+    }
 
 
 def predict_streaming(
@@ -246,8 +279,10 @@ def predict_streaming(
     inputs: InputOptions | None = None,
     stream: StreamOptions | None = None,
     progress: Progress | None = None,
+    record: dict | None = None,
 ) -> StreamResult:
-    """Predict ``image`` chunk by chunk into ``finals`` (output id -> final path), resumably, here.
+    """Predict ``image`` chunk by chunk into ``finals`` (output id -> final path), resumably, here;
+    the provenance ``record`` begun by the caller (None: begun here) is written beside them.
 
     Examples
     --------
@@ -257,13 +292,17 @@ def predict_streaming(
     >>> predict_streaming(p, image, {"prob": Path("big_prob.ome.zarr")})  # doctest: +SKIP
     """
     start = time.perf_counter()
-    run = begin(predictor, image, finals, output=output or OutputOptions(), inputs=inputs, stream=stream)
+    output = output or OutputOptions()
+    run = begin(predictor, image, finals, output=output, inputs=inputs, stream=stream, record=record)
     runner = ChunkRunner(predictor, image, run.plan)
     result = run.result
     try:
         for job in run.todo:
             t0 = time.perf_counter()
             blocks = runner.compute(job)
+            if not result.computed:  # the tiling of a chunk, for the provenance record
+                run.record["runtime"].update(provenance.tiling(predictor))
+            run.keep_statistics(predictor, job.sample, runner.statistics(job.sample))
             run.stores.write(run.plan, job, blocks)
             run.stores.mark_done(job, time.perf_counter() - t0)
             result.computed += 1

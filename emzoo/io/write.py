@@ -12,7 +12,8 @@ driver uses it so that outputs written inside an input folder are not predicted 
 run.
 
 **Writable dtypes.** :func:`writable_dtype` (what an array is written as) and :func:`check_writable`
-(does a format hold it) are the one place that knows what the formats take. A format of 8-bit
+(does a format hold it) are the one place that knows what the formats take; :func:`cast_to` casts
+an output to another dtype (``--output-dtype input``). A format of 8-bit
 pictures (PNG) takes integers it holds (uint8, uint16: label images) as they are, losslessly, and
 float images as 8-bit pictures (:func:`emzoo.io.preview.preview_pixels`: probabilities linear,
 others stretched; a volume's middle slice; channels in a grid).
@@ -112,6 +113,21 @@ def writable_dtype(dtype, format: str | None = None) -> np.dtype:
     if d == np.float64:
         return np.dtype(np.float32)
     return d
+
+
+def cast_to(data, dtype) -> np.ndarray:
+    """``data`` as ``dtype``: to an integer dtype rounded and clipped to its range, else cast (e.g. a
+    denoiser's float grey levels back to the input's uint8).
+
+    >>> cast_to(np.array([-3.2, 7.6, 300.0]), "uint8").tolist()
+    [0, 8, 255]
+    """
+    d, arr = np.dtype(dtype), np.asarray(data)
+    if d.kind in "ui" and arr.dtype.kind in "fiu":
+        info = np.iinfo(d)
+        arr = np.rint(arr) if arr.dtype.kind == "f" else arr
+        return np.clip(arr, info.min, info.max).astype(d)
+    return arr.astype(d, copy=False)
 
 
 def check_writable(format: str, dtype, what: str = "the data") -> None:

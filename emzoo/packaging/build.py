@@ -67,6 +67,9 @@ Progress = Callable[[str, int | None], None]
 __all__ = ["BuildOptions", "Tolerance", "package_module"]
 
 
+DEFAULT_TEST_SIZE = 256  # edge (px) of the test tensors unless the network needs more
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """How to build; the defaults suit small EM networks on a CPU.
@@ -78,7 +81,8 @@ class BuildOptions:
     weight_formats: Sequence[str] = ALL_FORMATS
     step: int | None = None  # input size step (down-sampling factor); measured when None
     halo: int | None = None  # output halo in px; the measured receptive field, rounded up, when None
-    test_size: int = 256  # largest test-tensor edge (px); cropped from the sample
+    test_size: int | None = None  # largest test-tensor edge (px), cropped from the sample; None: 256 or
+    # the network's smallest input when that is larger
     export_tolerance: ExportTolerance = field(default_factory=ExportTolerance)
     reproducibility: Tolerance = field(default_factory=lambda: Tolerance(atol=1e-4))
     opset: int = 17
@@ -101,6 +105,7 @@ def package_module(
     training_images: Iterable[np.ndarray] | None = None,
     training: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    ood_images: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     options: BuildOptions | None = None,
 ) -> Path:
     """Package ``module`` as a bioimage.io model (spec 0.5): a ``.zip``, or a folder for other names.
@@ -130,6 +135,10 @@ def package_module(
         Training settings for the card and ``config.bioimageio.training`` (epochs, batch_size, lr, ...).
     extra_config
         More keys for ``config.emzoo`` (use case name, parameters...).
+    ood_images
+        ``(training images, validation images)``, raw, with the input's axes: the out-of-distribution
+        statistics (``config.emzoo.ood``, :mod:`emzoo.tasks.ood`) are recorded from the first through
+        the draft package, the false-warning rate measured on the second, and the card says so.
 
     Examples
     --------
@@ -165,6 +174,7 @@ def package_module(
             stats=_statistics(raw, training_stats, training_images),
             training=dict(training or {}),
             extra_config=extra_config or {},
+            ood_images=ood_images,
         )
         checked = f" and running bioimageio.core's test_model ({', '.join(formats)})"
         _tell(options, "writing the package" + (checked if options.test_with_bioimageio else ""))
@@ -210,6 +220,7 @@ def _build(
     stats: dict[str, Any],
     training: dict[str, Any],
     extra_config: Mapping[str, Any],
+    ood_images: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
 ):
     """Steps 3-5 in the staging folder; returns the final ``ModelDescr``."""
     from bioimageio.spec.common import FileDescr
@@ -232,6 +243,8 @@ def _build(
         job.path("evaluation.json").write_text(json.dumps(jsonable(evaluation), indent=1))
         attachments.append(job.path("evaluation.json"))
     _write_cards(job, file_name, stats, evaluation, training)
+    if ood_images is not None:
+        extra_config = {**extra_config, "ood": _ood(job, draft_dir, ood_images, options)}
     config = D.config_descr(
         tolerances=D.tolerance_descrs(tolerances),
         evaluations=[D.evaluation_descr(evaluation, info)] if evaluation else [],
@@ -262,7 +275,8 @@ def _export(job: Job, options: BuildOptions, architecture: Architecture | None) 
     """Test crop -> pre-processed network input -> exports, checked on it and on a batch of two
     minimum-size crops (other batch and spatial sizes than the export's)."""
     tin, info = job.tin, job.info
-    job.crop = crop_for_test(job.raw, tin, job.geometry, options.test_size)
+    size = options.test_size or max(DEFAULT_TEST_SIZE, job.geometry.min_size)
+    job.crop = crop_for_test(job.raw, tin, job.geometry, size)
     job.test_input = np.ascontiguousarray(job.crop[None].astype(np.float32))
     x = tin.apply_processing(job.test_input[0])[None].astype(np.float32)
     job.outs = forward(job.network, [x])
@@ -309,6 +323,21 @@ def _covers(job: Job, predict: PredictFn) -> list[Path]:
         )
         for t in job.info.outputs
     ]
+
+
+def _ood(job: Job, draft_dir: Path, images, options: BuildOptions) -> dict[str, Any]:
+    """Step 5b: the training images' out-of-distribution statistics through the draft package, the
+    false-warning rate on the validation images, and the card's section on them."""
+    from emzoo.tasks.ood_calibrate import calibrate_arrays
+    from emzoo.tasks.ood_package import card_section, measured_record, with_section
+
+    _tell(options, "recording the training images' out-of-distribution statistics")
+    reference, held_out = ([sample_in_input_axes(a, job.tin) for a in group] for group in images)
+    result = calibrate_arrays(draft_dir, reference, held_out, axes=job.tin.axes, trust_package_code=True)
+    card = job.path("README.md")
+    text = with_section(card.read_text(encoding="utf-8"), card_section(result, None))
+    card.write_text(text, encoding="utf-8")
+    return {**result.stats.to_dict(), **measured_record(result)}
 
 
 def _tell(options: BuildOptions, stage: str, done: int | None = None) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from emzoo.errors import InputError, UsageError
 from emzoo.package.spec import Axis, ModelSpec, SizeRule, TensorSpec
+from emzoo.runtime.batching import BatchFor, plan_batch
 from emzoo.runtime.settings import TileSettings
 from emzoo.runtime.tiling import AxisTiling, OutputAxisMap, choose_block, plan_axis
 
@@ -240,12 +241,14 @@ def plan_tiles(
     device: str,
     receptive_field: Sequence[int | None] | None,
     batchable: bool = True,
+    batch_for: BatchFor | None = None,
 ) -> Plan:
     """Block size, halo and blending per axis for an image of ``grid``.
 
     ``receptive_field``: the measured radius per grid axis (None entries: unknown or global), or None
     when it was not measured (see :func:`needs_receptive_field`). ``batchable``: the model's batch
-    axis takes more than one block.
+    axis takes more than one block. ``batch_for``: on CUDA, the batch that fits the free memory for
+    blocks of a size (see :func:`emzoo.runtime.batching.plan_batch`); the batch otherwise.
     """
     _check_settings(grid, settings)
     s = settings
@@ -300,9 +303,14 @@ def plan_tiles(
             rf,
             blends,
         )
-    batch = s.batch_size or (4 if device.startswith("cuda") else 1)
-    if not batchable:
-        batch = 1
+    batch = plan_batch(
+        s.batch_size,
+        device=device,
+        batchable=batchable,
+        blocks=[a.block for a in axes],
+        n_blocks=math.prod(a.n_blocks for a in axes),
+        batch_for=batch_for,
+    )
     plan = Plan(grid, axes, outputs, tuple(rf), batch, tuple(aligns))
     log.info(
         "tiling: %d blocks of %s px (image %s), halo %s, blend %s, receptive field %s, batch %d",

@@ -8,16 +8,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from emzoo.errors import InputError, UsageError
+from emzoo.errors import InputError, UsageError, render
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.package.load import ModelPackage, open_model
 from emzoo.package.spec import TensorSpec
 from emzoo.runtime import augment, processing
 from emzoo.runtime.backends import Backend, choose_weights, load_backend
+from emzoo.runtime.backends.torch_weights import cuda_weight_format
+from emzoo.runtime.batching import Batches
 from emzoo.runtime.layout import apply_layout, input_layout, output_axes
 from emzoo.runtime.planning import (
     GridAxis,
@@ -65,7 +68,8 @@ class Predictor:
         package = model if isinstance(model, ModelPackage) else open_model(model)
         self.package = package.trusting(trust_package_code)
         self.spec = self.package.spec
-        self.weights = choose_weights(self.package, weight_format)
+        preferred = weight_format or cuda_weight_format(self.package, self.requested_device)  # CUDA: torch
+        self.weights = choose_weights(self.package, preferred)
         self.backend: Backend = load_backend(self.package, self.weights, self.requested_device)
         self.settings = settings or TileSettings()
         # test-time augmentation: asked for, else the package's own choice (config.emzoo.tta)
@@ -74,9 +78,13 @@ class Predictor:
             self.settings.tta if self.settings.tta is not None else self.spec.emzoo.get("tta", False)
         )
         self.last_plan: Plan | None = None
-        # int8 (or a refusal) when the device asks for a precision other than fp32; see
-        # emzoo.runtime.backends.quantize: the report says which precision runs and how far it is from fp32
-        from emzoo.runtime.backends.quantize import lower_precision
+        # the normalisation statistics of the last run() (per tensor id, as its ``statistics``)
+        self.last_statistics: dict[str, dict] = {}
+        # blocks in batches (halved when out of memory); on CUDA the next batch is read while one runs
+        self.batches = Batches(self.backend.device, prefetch=self.backend.device.startswith("cuda"))
+        # int8, bf16/fp16 (or a refusal) when the device asks for a precision other than fp32; see
+        # emzoo.runtime.backends.precision: the report says which precision runs and how far it is from fp32
+        from emzoo.runtime.backends.precision import lower_precision
 
         self.backend, self.precision = lower_precision(self)
 
@@ -170,6 +178,8 @@ class Predictor:
         (:attr:`tta`), ``square_pixels`` False keeps to the transforms that never swap ``y`` and ``x``.
         """
         source = statistics_from if statistics_from is not None else inputs
+        statistics = {} if statistics is None else statistics
+        self.last_statistics = statistics
         pre, post, refs = self._bind(source, statistics, only=inputs)
         inputs = dict(inputs)
         for t in self.spec.inputs:
@@ -237,6 +247,9 @@ class Predictor:
             device=self.device,
             receptive_field=rf,
             batchable=batch_axis is not None and batch_axis.size != 1,
+            batch_for=lambda sizes, n: self.batches.fit(
+                self.backend, self._probe_setup(grid, outputs, list(sizes)).input_shapes, n
+            ),
         )
 
     def receptive_field(self, grid: tuple[GridAxis, ...], outputs: dict[str, OutputPlan]) -> list[int | None]:
@@ -321,8 +334,8 @@ class Predictor:
             stitchers[t.id] = Stitcher(plan.axes, op.dims, op.maps, post=post[t.id])
         tiles = list(iter_tiles(plan.axes))
         in_tensors = [t for t in spec.inputs if t.id in inputs]
-        for first in range(0, len(tiles), plan.batch_size):
-            group = tiles[first : first + plan.batch_size]
+
+        def prepare(group) -> list[np.ndarray]:  # the group's blocks, normalised, batched per input
             arrays = []
             for i, t in enumerate(in_tensors):
                 dims = tuple(g.input_dims[i] for g in plan.grid)
@@ -330,14 +343,19 @@ class Predictor:
                 arrays.append(
                     blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=_batch_dim(t) or 0)
                 )
-            results = self._run_batch(arrays, in_tensors)
+            return arrays
+
+        done, shape = 0, "x".join(str(a.block) for a in plan.axes)
+        run = partial(self._run_batch, tensors=in_tensors)
+        for group, results in self.batches.run(tiles, plan.batch_size, prepare, run, block=shape):
+            done += len(group)
             for t, result in zip(spec.outputs, results, strict=True):
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
                     block = result if len(group) == 1 or bdim is None else np.take(result, [i], axis=bdim)
                     stitchers[t.id].add(tile, block)
             if progress is not None:
-                progress(first + len(group), len(tiles))
+                progress(done, len(tiles))
         outputs = {}
         for t in spec.outputs:
             stitcher = stitchers[t.id]
@@ -433,15 +451,23 @@ def predict(
     halo: int | None = None,
     precision: str = "fp32",
     tta: bool | None = None,
+    rescale: str = "off",
+    pixel_size: float | str | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image (numpy array with ``axes``); returns each output as a numpy array.
-    ``precision``: ``fp32``, or ``int8`` (ONNX weights on CPU; see :mod:`emzoo.runtime.backends.quantize`);
-    ``tta``: test-time augmentation (None: as the package asks; see :mod:`emzoo.runtime.augment`).
+    ``precision``: ``fp32``, ``int8`` (ONNX weights on CPU) or ``bf16``/``fp16`` (torch weights on CUDA;
+    see :mod:`emzoo.runtime.backends.precision`);
+    ``tta``: test-time augmentation (None: as the package asks; see :mod:`emzoo.runtime.augment`);
+    ``pixel_size``: the image's (``"8nm"``, ``"4Å"``, a number in the model's unit); ``rescale="auto"``
+    resamples it to the model's training pixel size and the outputs back (:mod:`emzoo.runtime.rescale`).
 
     Examples
     --------
     >>> out = predict("zoo_models/em-membrane-unet2d", image, axes="yx")  # doctest: +SKIP
     """
+    from emzoo.runtime.rescale import check_rescale, model_notes, parse_pixel_size, sample_grid
+
+    size, rescale = parse_pixel_size(pixel_size), check_rescale(rescale)  # checked before loading
     predictor = Predictor(
         model,
         weight_format=weight_format,
@@ -449,5 +475,9 @@ def predict(
         device=DeviceSpec.parse(device, precision=precision),
         settings=TileSettings(tile=tile, halo=halo, tta=tta),
     )
-    result = predictor.predict(Image(image, ImageMeta(axes=axes)))
+    notes = model_notes(predictor.spec, rescale, size)
+    grid = sample_grid(predictor.spec, {"image": Image(image, ImageMeta(axes=axes))}, rescale, size)
+    for note in [*notes, *grid.notes]:
+        log.info(render(note))
+    result = grid.restore(predictor.predict(grid.model_images["image"]))
     return {k: v.data for k, v in result.items()}

@@ -49,7 +49,8 @@ class TileSettings:
 class DeviceSpec:
     """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; the numeric ``precision``
     the network runs at there (``fp32``; ``int8``: statically quantized ONNX, calibrated on the
-    package's test inputs or on the images of ``calibrate``; see :mod:`emzoo.runtime.backends.quantize`)."""
+    package's test inputs or on the images of ``calibrate``; ``bf16``/``fp16``: torch weights under
+    autocast on CUDA; see :mod:`emzoo.runtime.backends.precision`)."""
 
     kind: DeviceKind = "auto"
     index: int | None = None

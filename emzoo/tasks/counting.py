@@ -46,6 +46,7 @@ __all__ = [
     "count_outputs",
     "counting_config",
     "find_centres",
+    "in_image_pixels",
     "nm_per_pixel",
     "summary_row",
     "write_centres_csv",
@@ -247,6 +248,26 @@ def count_outputs(outputs: Mapping[str, Any], config: CountingConfig) -> CountRe
     return replace(result, diameters=np.clip(sizes[at].astype(np.float64), 0, None))
 
 
+def in_image_pixels(result: CountResult, image, map_image) -> CountResult:
+    """``result``, found on ``map_image``, in the pixels of ``image`` (both
+    :class:`~emzoo.io.meta.Image`) when the map was predicted on another grid (``rescale="auto"``,
+    :mod:`emzoo.runtime.rescale`): with ``f`` image px per map px along an axis (pixel edges
+    aligned), a centre ``c`` goes to ``(c + 0.5) * f - 0.5`` and diameters are multiplied by ``f``
+    (the geometric mean over the axes); on the same grid ``result`` itself."""
+    factors = []
+    for a in result.axes:
+        n = image.shape[image.meta.axes.index(a)] if a in image.meta.axes else 0
+        m = map_image.shape[map_image.meta.axes.index(a)] if a in map_image.meta.axes else 0
+        factors.append(n / m if n and m else 1.0)
+    if all(f == 1.0 for f in factors):
+        return result
+    f = np.array(factors)
+    centres = result.centres.copy()
+    centres[:, : len(f)] = (centres[:, : len(f)] + 0.5) * f - 0.5
+    sizes = None if result.diameters is None else result.diameters * float(np.prod(f) ** (1 / len(f)))
+    return replace(result, centres=centres, diameters=sizes)
+
+
 def nm_per_pixel(meta) -> float | None:
     """The pixel size in nm of an image's :class:`~emzoo.io.meta.ImageMeta` (its ``x`` axis), or None
     when the image carries no length calibration."""
@@ -274,7 +295,7 @@ def write_centres_csv(path: str | Path, result: CountResult, *, nm_per_px: float
     for k, row in enumerate(result.centres):
         size = [f"{result.diameters[k]:.2f}"] if sized else []
         size_nm = [f"{result.diameters[k] * nm_per_px:.4g}"] if in_nm else []
-        writer.writerow([*(int(v) for v in row[:ndim]), *size, *size_nm, f"{row[ndim]:.6g}"])
+        writer.writerow([*(round(v) for v in row[:ndim]), *size, *size_nm, f"{row[ndim]:.6g}"])
     return write_text_atomic(path, buf.getvalue())
 
 

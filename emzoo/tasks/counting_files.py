@@ -41,6 +41,7 @@ class CountingKind:
 
     def finish_sample(self, sample: Sample, options: OutputOptions) -> SampleOutputs:
         result = counting.count_outputs(sample.outputs, self.config)
+        result = counting.in_image_pixels(result, sample.image, sample.outputs[self.config.output])
         nm = counting.nm_per_pixel(sample.image.meta)
         row = counting.summary_row(sample.relative, result, nm_per_px=nm)
         done = SampleOutputs(row=row)

@@ -1,26 +1,151 @@
-"""Warn when an input looks unlike the model's training data (pixel size, intensity distribution).
+"""Is an input unlike the model's training data? One verdict per input: a score, the package's
+threshold, yes or no, and the reasons in words.
 
-Packages built by emzoo carry the training data's pixel size and raw intensity statistics in
-``config.emzoo.training_data`` (``{"pixel_size": {"y": 4.0, "x": 4.0}, "unit": "nanometer",
-"intensity": {"mean", "std", "p1", "p99", "dtype", ...}}``). Models from elsewhere carry none, and
-then nothing is checked. These are warnings, not errors: the user decides.
+Packages carry the statistics of their training images' features in ``config.emzoo.ood``
+(:mod:`emzoo.tasks.ood_score`; the features: :mod:`emzoo.tasks.ood_features`), recorded when emzoo
+packages a model or by ``emzoo calibrate`` for any package. The score is the distance of the
+input's features (raw image statistics, and the statistics of the model's outputs once it has run)
+to the nearest training image's; above the threshold calibrated on in-distribution images the input
+is out of distribution. Two reasons flag an input on their own: a pixel size far from the training
+data's (``config.emzoo.training_data``) and a constant image. A package without statistics is
+checked for these two only.
+
+``emzoo predict --ood warn|skip|fail`` says what then happens (a warning in the summary; no output
+for that input; the run stops); every input's :meth:`Verdict.record` goes to its provenance.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from emzoo.errors import InputError
 from emzoo.io.meta import Image
 from emzoo.io.units import convert, short_unit
+from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features, output_features
+from emzoo.tasks.ood_score import OodStats, score
 
-PIXEL_SIZE_FACTOR = 1.5  # warn when the pixel size differs by more than this factor either way
-SPREAD_TOLERANCE = 1.0  # warn when normalised 1st/99th percentiles differ by more (in std units)
-MAX_SAMPLES = 2048  # the check looks at a central crop of at most this many pixels per axis
+OodPolicy = Literal["warn", "skip", "fail"]
+POLICIES: tuple[str, ...] = ("warn", "skip", "fail")
+PIXEL_SIZE_FACTOR = 1.5  # a pixel size off by more than this factor either way is a reason
+SHOWN_REASONS = 3  # the features that differ most are named, at most this many
+_WORDS = {f.name: f.words for f in IMAGE_FEATURES}
 
 
-def _pixel_size_warnings(image: Image, training: dict[str, Any]) -> list[str]:
+class OutOfDistribution(InputError):
+    """An input out of distribution under ``ood="fail"``: the run stops here."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One input's out-of-distribution verdict (``score``/``threshold`` None: the package has no
+    statistics, only the pixel size and constant-image checks ran)."""
+
+    score: float | None
+    threshold: float | None
+    out_of_distribution: bool
+    reasons: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """``{score, threshold, out_of_distribution, reasons}``: what the provenance record keeps."""
+        return {
+            "score": None if self.score is None else round(self.score, 4),
+            "threshold": None if self.threshold is None else round(self.threshold, 4),
+            "out_of_distribution": self.out_of_distribution,
+            "reasons": list(self.reasons),
+        }
+
+    def text(self) -> str:
+        """The verdict as one line of a summary."""
+        shown = "; ".join(self.reasons)
+        if self.score is None or self.threshold is None or self.score <= self.threshold:
+            return shown  # the pixel size or a constant image only
+        return f"out of distribution (score {self.score:.3g} > threshold {self.threshold:.3g}): {shown}"
+
+
+def ood_stats(emzoo_config: dict[str, Any]) -> OodStats | None:
+    """The package's statistics (``config.emzoo.ood``), or None when it has none."""
+    entry = (emzoo_config or {}).get("ood")
+    return None if not entry else OodStats.from_dict(entry)
+
+
+class Check:
+    """The check of one input: its image features once, then a verdict before the model runs (image
+    features only) and after it (with the outputs' features)."""
+
+    def __init__(self, emzoo_config: dict[str, Any], image: Image, spec=None):
+        """``spec`` (the package's :class:`~emzoo.package.spec.ModelSpec`) is needed for verdicts
+        with outputs."""
+        self.spec, self.image = spec, image
+        self.stats = ood_stats(emzoo_config)
+        with np.errstate(all="ignore"):
+            self.features = image_features(image) if self.stats is not None else {}
+        self.hard = _pixel_size_reasons(image, (emzoo_config or {}).get("training_data") or {})
+        if not self.features and _constant(image):
+            self.hard.append("it is constant (one grey value everywhere): there is nothing to predict from")
+
+    def verdict(self, outputs: dict[str, Image] | None = None) -> Verdict:
+        """The verdict; ``outputs`` (the prediction, in memory) add the output features."""
+        if self.stats is None or not self.features:
+            return Verdict(None, None, bool(self.hard), tuple(self.hard))
+        values = dict(self.features)
+        if outputs is not None and self.spec is not None:
+            with np.errstate(all="ignore"):
+                values |= output_features(self.spec, self.image, outputs)
+        result = score(self.stats, values)
+        reasons = list(self.hard)
+        flagged = result.score > result.threshold
+        if flagged:
+            reasons += [_deviation_text(*d) for d in result.deviations[:SHOWN_REASONS] if d[4] >= 1.0]
+            if len(reasons) == len(self.hard):
+                reasons.append("its features, taken together, are unlike every training image's")
+        return Verdict(result.score, result.threshold, flagged or bool(self.hard), tuple(reasons))
+
+
+def assess(spec, image: Image, outputs: dict[str, Image] | None = None) -> Verdict:
+    """The verdict on ``image`` for the package ``spec`` (a :class:`~emzoo.package.spec.ModelSpec`),
+    with the prediction's ``outputs`` when it has run."""
+    return Check(spec.emzoo, image, spec).verdict(outputs)
+
+
+def check_input(emzoo_config: dict[str, Any], image: Image) -> list[str]:
+    """Plain-language reasons why ``image`` looks unlike the training data of a package with this
+    ``config.emzoo``, judged before the model runs (image features only); [] if it looks fine."""
+    verdict = Check(emzoo_config, image).verdict()
+    return [verdict.text()] if verdict.out_of_distribution else []
+
+
+def policy_note(verdict: Verdict, shown: str, policy: OodPolicy) -> str | None:
+    """The summary line for an input (``shown``: its path as the summary writes it), or None when it
+    is in distribution; under ``fail`` an input out of distribution raises :class:`OutOfDistribution`."""
+    if not verdict.out_of_distribution:
+        return None
+    if policy == "fail":
+        raise OutOfDistribution(f"{shown}: {verdict.text()}; the run stops here ({{ood=fail}})")
+    if policy == "skip":
+        return f"skipped {shown}, no output written ({{ood=skip}}): {verdict.text()}"
+    return f"warning: {shown}: {verdict.text()}"
+
+
+def _deviation_text(feature: str, value: float, low: float, high: float, z: float) -> str:
+    if feature in _WORDS:
+        words = _WORDS[feature]
+    else:  # an output feature: "<output id>.<statistic>"
+        tid, _, stat = feature.partition(".")
+        words = f"the {stat} of its {tid!r} output"
+    return f"{words} is {value:.3g}, the training images' {low:.3g}..{high:.3g}"
+
+
+def _constant(image: Image) -> bool:
+    from emzoo.tasks.ood_features import plane
+
+    a = plane(image)
+    return a.size > 0 and np.isfinite(a).all() and float(a.max()) == float(a.min())
+
+
+def _pixel_size_reasons(image: Image, training: dict[str, Any]) -> list[str]:
     train_px, train_unit = training.get("pixel_size") or {}, training.get("unit")
     meta = image.meta
     if not train_px or not train_unit or not meta.pixel_size or not meta.unit:
@@ -46,47 +171,3 @@ def _pixel_size_warnings(image: Image, training: dict[str, Any]) -> list[str]:
         f"({factor:.3g}x): structures appear at another scale than the model learned; "
         f"resample the image to about {train:.4g} {unit}/px for reliable results"
     ]
-
-
-def _central_crop(data, axes: str) -> np.ndarray:
-    index = []
-    for letter, n in zip(axes, data.shape, strict=True):
-        if letter in "yx" and n > MAX_SAMPLES:
-            start = (n - MAX_SAMPLES) // 2
-            index.append(slice(start, start + MAX_SAMPLES))
-        elif letter in "zt" and n > 1:
-            index.append(slice(n // 2, n // 2 + 1))
-        else:
-            index.append(slice(None))
-    return np.asarray(data[tuple(index)], dtype=np.float64)
-
-
-def _intensity_warnings(image: Image, training: dict[str, Any]) -> list[str]:
-    stats = training.get("intensity") or {}
-    if not all(k in stats for k in ("mean", "std", "p1", "p99")) or not stats["std"]:
-        return []
-    sample = _central_crop(image.data, image.meta.axes)
-    if sample.size == 0:
-        return []
-    mean, std = float(sample.mean()), float(sample.std())
-    if std == 0:
-        return ["it is constant (one grey value everywhere): there is nothing to predict from"]
-    p1, p99 = np.percentile(sample, [1, 99])
-    mine = ((p1 - mean) / std, (p99 - mean) / std)
-    train = ((stats["p1"] - stats["mean"]) / stats["std"], (stats["p99"] - stats["mean"]) / stats["std"])
-    if max(abs(a - b) for a, b in zip(mine, train, strict=True)) > SPREAD_TOLERANCE:
-        return [
-            "its intensity distribution is unlike the training data's (1st-99th percentile at "
-            f"{mine[0]:+.1f}..{mine[1]:+.1f} std around the mean, "
-            f"training {train[0]:+.1f}..{train[1]:+.1f}): "
-            "check contrast inversion, saturation or a different detector"
-        ]
-    return []
-
-
-def check_input(emzoo_config: dict[str, Any], image: Image) -> list[str]:
-    """Plain-language warnings for ``image`` against a package's ``config.emzoo``; [] if it looks fine."""
-    training = emzoo_config.get("training_data") or {}
-    if not training:
-        return []
-    return _pixel_size_warnings(image, training) + _intensity_warnings(image, training)

@@ -10,7 +10,9 @@ import numpy as np
 from emzoo.errors import EmzooError, InputError, UsageError
 from emzoo.io import expand_inputs, read_image
 from emzoo.package.load import open_model
+from emzoo.runtime.layout import apply_layout, input_layout
 from emzoo.runtime.predictor import Predictor
+from emzoo.runtime.settings import DeviceSpec
 from emzoo.tasks.counting import count_outputs, counting_config
 from emzoo.tasks.detection import detection_scores, read_particle_labels
 
@@ -36,12 +38,10 @@ def pair_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _in_input_axes(data: np.ndarray, axes: str, n_axes: int) -> np.ndarray:
-    """A 2D ``yx`` image for a ``cyx`` model input gets its channel axis."""
-    arr = np.asarray(data)
-    if axes in ("yx", "zyx") and arr.ndim == n_axes - 1:
-        return arr[None]
-    return arr
+def _as_input(image, tensor) -> np.ndarray:
+    """The image in the model input's axes (batch included), as ``emzoo predict`` gives it: a
+    grey image with identical RGB channels (a JPEG) becomes one channel."""
+    return np.asarray(apply_layout(image.data, input_layout(image.data, image.meta.axes, tensor)))
 
 
 def _label(uc, path: Path) -> np.ndarray:
@@ -82,14 +82,16 @@ def evaluate_folders(
     *,
     usecase: str | None = None,
     weight_format: str | None = None,
+    device: DeviceSpec | str = "auto",
 ) -> dict[str, Any]:
-    """Predict every image with the package and score it against its label with the use case's metrics."""
+    """Predict every image with the package (on ``device``, at its precision) and score it against its
+    label with the use case's metrics."""
     from emzoo.train.discovery import get_usecase
 
     package = open_model(model)
     spec = package.spec
     if usecase is None and counting_config(spec) is not None:
-        return _evaluate_counting(model, package, Path(images), Path(labels), weight_format)
+        return _evaluate_counting(model, package, Path(images), Path(labels), weight_format, device)
     name = usecase or spec.emzoo.get("usecase")
     if not name:
         raise UsageError(
@@ -100,15 +102,14 @@ def evaluate_folders(
     if not Path(labels).is_dir():
         raise UsageError(f"{labels}: not a folder of label files")
     pairs = pair_files(Path(images), Path(labels))
-    predictor = Predictor(package, weight_format=weight_format)
+    predictor = Predictor(package, weight_format=weight_format, device=device)
     tin = spec.inputs[0]
     output_id = spec.outputs[0].id
     samples = []
     for image_path, label_path in pairs:
         image = read_image(image_path)
         target = _label(uc, label_path)
-        data = _in_input_axes(image.data, image.meta.axes, len(tin.axes) - 1)
-        prediction = predictor.run({tin.id: data[None]})[output_id][0]
+        prediction = predictor.run({tin.id: _as_input(image, tin)})[output_id][0]
         samples.append(
             {
                 "image": str(image_path),
@@ -121,6 +122,7 @@ def evaluate_folders(
         "model": str(model),
         "usecase": name,
         "weights": predictor.weights.format,
+        "precision": predictor.precision.precision,
         "sample_count": len(samples),
         "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in metric_names},
         "samples": samples,
@@ -128,21 +130,21 @@ def evaluate_folders(
 
 
 def _evaluate_counting(
-    model, package, images: Path, labels: Path, weight_format: str | None
+    model, package, images: Path, labels: Path, weight_format: str | None, device: DeviceSpec | str
 ) -> dict[str, Any]:
     """A counting package against YOLO box or point-CSV labels: its centres (the count the runtime
     reports) matched one-to-one with the labelled particles (:mod:`emzoo.tasks.detection`)."""
     if not labels.is_dir():
         raise UsageError(f"{labels}: not a folder of label files")
     config = counting_config(package.spec)
-    predictor = Predictor(package, weight_format=weight_format)
+    predictor = Predictor(package, weight_format=weight_format, device=device)
     tin = package.spec.inputs[0]
     samples = []
     for image_path, label_path in pair_files(images, labels):
         image = read_image(image_path)
-        truth = read_particle_labels(label_path, image.data.shape)
-        data = _in_input_axes(image.data, image.meta.axes, len(tin.axes) - 1)
-        outputs = {k: v[0] for k, v in predictor.run({tin.id: data[None]}).items()}
+        shape = dict(zip(image.meta.axes, image.data.shape, strict=False))
+        truth = read_particle_labels(label_path, (shape["y"], shape["x"]))  # an RGB JPEG is yxc
+        outputs = {k: v[0] for k, v in predictor.run({tin.id: _as_input(image, tin)}).items()}
         result = count_outputs(outputs, config)
         scores = detection_scores(result.centres, truth, diameters=result.diameters)
         samples.append({"image": str(image_path), "label": str(label_path), "metrics": scores})
@@ -151,6 +153,7 @@ def _evaluate_counting(
         "model": str(model),
         "usecase": package.spec.emzoo.get("usecase") or "counting",
         "weights": predictor.weights.format,
+        "precision": predictor.precision.precision,
         "sample_count": len(samples),
         "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in names},
         "samples": samples,

@@ -80,6 +80,9 @@ def check_trainer_params(params: Mapping[str, Any]) -> None:
         raise UsageError(f"lr (learning rate) must be > 0, not {params['lr']!r}")
     if params["weight_decay"] < 0:
         raise UsageError(f"weight_decay must be >= 0, not {params['weight_decay']!r}")
+    minutes = params.get("minutes", 0)  # the time budget, where a use case or the caller sets one
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes >= 0:
+        raise UsageError(f"minutes (the time budget) must be a number >= 0 (0: none), not {minutes!r}")
 
 
 def _changed_on_resume(stored: Mapping[str, Any], overrides: Mapping[str, Any] | Iterable[str]) -> list[str]:
@@ -119,10 +122,12 @@ def prepare_run(
     *,
     overrides: Mapping[str, Any] | Iterable[str] = (),
     epochs: int | None = None,
+    minutes: float | None = None,
     resume: bool = False,
     device: str = "cpu",
 ) -> RunSetup:
-    """Check everything and return the run's parameters, split and ``config.json`` content."""
+    """Check everything and return the run's parameters, split and ``config.json`` content;
+    ``epochs`` and ``minutes`` (the time budget) replace those parameters, also of a resumed run."""
     uc = get_usecase(usecase) if isinstance(usecase, str) else usecase
     run_dir = Path(run_dir)
     overrides = overrides if isinstance(overrides, Mapping) else list(overrides)
@@ -165,6 +170,8 @@ def prepare_run(
         if epochs is not None:
             params["epochs"] = epochs
         config = {}
+    if minutes is not None:
+        params["minutes"] = minutes
     check_trainer_params(params)
     uc.check_params(params)
     if not Path(data_dir).is_dir():
@@ -295,7 +302,7 @@ def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Map
     return (
         "From the repository root (the training data beside it in `../shared/data`), with "
         "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
-        f"emzoo train {name} --data {_shown_path(data)} --out {_shown_path(run)}\n"
+        f"emzoo train {name} --data {_shown_path(data)} --out {_shown_path(run)}{_run_flags(config)}\n"
         f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}\n```\n\n"
         "The parameters are the use case's `params.yaml` defaults, listed under Training settings "
         f"(change one with `--set name=value`); the split is fixed and the seed is "
@@ -303,12 +310,21 @@ def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Map
     )
 
 
+def _run_flags(config: Mapping[str, Any]) -> str:
+    """`` --init PACKAGE`` of a run that started from a package's weights, `` --minutes M`` of a run
+    with a time budget parameter (its value, also 0: the default may differ)."""
+    init = config.get("init") or {}
+    flags = f" --init {_shown_path(Path(init['package']))}" if init.get("package") else ""
+    minutes = (config.get("params") or {}).get("minutes")
+    return flags + (f" --minutes {minutes:g}" if isinstance(minutes, int | float) else "")
+
+
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 
 
 def check_build_options(options: BuildOptions) -> None:
     """The packaging options a user gives (test size, halo, version), before any work."""
-    if not isinstance(options.test_size, int) or options.test_size < 1:
+    if options.test_size is not None and (not isinstance(options.test_size, int) or options.test_size < 1):
         raise UsageError(f"{{test_size}} {options.test_size}: the test tensors need an edge of at least 1 px")
     if options.halo is not None and options.halo < 0:
         raise UsageError(f"{{halo}} {options.halo}: a halo is a number of pixels, 0 or more")
@@ -359,7 +375,7 @@ def package_run(
     weights = run / "weights" / "best.pt"
     if not weights.is_file():
         raise PackagingError(f"{run} has no weights/best.pt: the run saved no best model yet (train longer)")
-    if config.get("status") not in (None, "finished", "early_stopped"):
+    if config.get("status") not in (None, "finished", "early_stopped", "time_limit"):
         log.warning("the run's status is %r: packaging its best weights so far", config.get("status"))
     data = Path(data_dir) if data_dir is not None else Path(config.get("data_dir") or "")
     if not str(data) or not data.is_dir():
@@ -379,8 +395,9 @@ def package_run(
             f"{weights} does not fit the network built from the run's parameters ({type(e).__name__}: "
             f"{str(e).splitlines()[0]}); was config.json edited after training?"
         ) from e
+    module = usecase.packaged_model(module, params)
     stats = training_statistics(usecase, data, config)
-    info = usecase.packaging(params)
+    info = usecase.packaging_for(data, params)
     sections = {
         **info.extra_card_sections,
         "Reproduce this model": _reproduce(name, data, run, output, config),

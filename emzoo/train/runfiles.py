@@ -3,7 +3,8 @@ that an interruption leaves the previous file intact and never half a row or hal
 
 * the text files: ``log.csv`` (one row per epoch), ``config.json``, ``metrics.json``;
 * the checkpoints: ``weights/best.pt`` (a plain state dict) and ``weights/latest.pt`` (all that
-  ``--resume`` needs), both loadable with ``torch.load(..., weights_only=True)``.
+  ``--resume`` needs), both loadable with ``torch.load(..., weights_only=True)``;
+* the weights a fine-tuning run starts from: a package's state dict (:func:`package_weights`).
 
 Torch is imported only by the checkpoint functions.
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emzoo.atomic import atomic_path, write_text_atomic
-from emzoo.errors import InputError
+from emzoo.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -202,3 +203,68 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"edited); {_START_AGAIN}"
         )
     return state
+
+
+def package_weights(
+    source: str | Path, model: torch.nn.Module, usecase: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The ``pytorch_state_dict`` weights of the package ``source`` (a zip, folder or rdf.yaml),
+    checked against ``model`` (the run's network), and a record of them for ``config.json``.
+
+    They load into the run's own network (``weights_only=True``): no code of the package runs. A
+    package without such weights, or whose network is not ``model`` (other layers or sizes), is
+    refused with one :class:`~emzoo.errors.UsageError` line; one of another use case is taken with a
+    warning (the same network may serve several).
+    """
+    import logging
+
+    import torch
+
+    from emzoo.package.load import open_model
+
+    package = open_model(source)
+    weights = package.spec.weights.get("pytorch_state_dict")
+    if weights is None:
+        raise UsageError(
+            f"{{init}} {source}: the package has no pytorch_state_dict weights (only "
+            f"{', '.join(package.spec.weight_formats())}), which fine-tuning starts from"
+        )
+    path = package.verified_file(weights.source, weights.sha256)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged, or pickled objects that weights_only refuses
+        raise InputError(
+            f"{path}: cannot load the package's weights ({type(e).__name__}: {first_sentence(str(e))})"
+        ) from None
+    ours = model.state_dict()
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: not a state dict (a mapping of names to tensors)")
+    mismatch = _mismatch(dict(state), ours)
+    if mismatch:
+        arch = weights.architecture
+        theirs = f"{arch.callable}({', '.join(f'{k}={v}' for k, v in arch.kwargs.items())})" if arch else "?"
+        raise UsageError(
+            f"{{init}} {source}: the package's network {theirs} is not this run's ({mismatch}); give the "
+            "run the package's parameters (e.g. {overrides=depth=...}) or leave out {init}"
+        )
+    theirs_uc = package.spec.emzoo.get("usecase")
+    if theirs_uc and theirs_uc != usecase:
+        logging.getLogger(__name__).warning(
+            "%s was trained for the use case %r, not %r: starting from its weights anyway",
+            source,
+            theirs_uc,
+            usecase,
+        )
+    record = {"package": str(source), "name": package.spec.name, "version": package.spec.version}
+    return dict(state), {**record, "weights_sha256": weights.sha256}
+
+
+def _mismatch(state: Mapping[str, Any], ours: Mapping[str, Any]) -> str | None:
+    """How the state dict ``state`` does not fit the network whose state dict is ``ours`` (None: it fits)."""
+    for name, tensor in ours.items():
+        if name not in state:
+            return f"the package lacks {name}"
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            return f"{name} is {tuple(state[name].shape)} there, {tuple(tensor.shape)} here"
+    extra = [name for name in state if name not in ours]
+    return f"the package has {extra[0]}, which this network lacks" if extra else None

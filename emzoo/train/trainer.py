@@ -1,4 +1,5 @@
-"""The training loop: epochs of a fixed number of iterations, validation, early stopping, checkpoints.
+"""The training loop: epochs of a fixed number of iterations, validation, early stopping, a time
+budget, checkpoints.
 
 :func:`train` is what ``emzoo train`` calls. Per epoch it trains on augmented random crops,
 validates on the whole validation images (the use case's loss and metrics, on the postprocessed
@@ -7,6 +8,10 @@ PNGs and ``metrics.json``) for the best value of ``usecase.main_metric`` and wri
 ``weights/latest.pt``, the commit point of the epoch, last. ``--resume`` restarts after the last
 completed epoch with the model, optimizer, RNG states, early-stopping counter and log of that
 checkpoint, so that the resumed run trains like an uninterrupted one.
+
+A time budget (``minutes``) counts from the start of :func:`train` and is checked before every step:
+the epoch under way ends early (keeping time for its validation), is validated and checkpointed as
+usual, and the run stops as ``time_limit``; ``resume=True`` goes on with a new budget.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class RunResult:
     epochs_completed: int
     best_epoch: int | None
     best_metrics: dict[str, float]
-    status: str  # "finished", "early_stopped"
+    status: str  # "finished", "early_stopped", "time_limit"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -79,7 +84,15 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 class _Trainer:
     """The state of one run between epochs (kept small: everything else lives in the run folder)."""
 
-    def __init__(self, setup: RunSetup, device: torch.device, progress: bool):
+    def __init__(
+        self,
+        setup: RunSetup,
+        device: torch.device,
+        progress: bool,
+        *,
+        started: float | None = None,  # time.perf_counter() when train() began: the budget's start
+        initial: Mapping[str, Any] | None = None,  # a state dict to start from (train's init)
+    ):
         self.uc: UseCase = setup.usecase
         self.p = setup.params
         self.device = device
@@ -90,7 +103,10 @@ class _Trainer:
         if len(self.val_ds) == 0:
             raise UsageError(f"use case {self.uc.name!r} gave an empty validation set")
         _seed_everything(self.p["seed"])
-        self.model = self.uc.build_model(self.p).to(device)
+        self.model = self.uc.build_model(self.p)
+        if initial is not None:  # checked against this network before the data were read
+            self.model.load_state_dict(initial)
+        self.model = self.model.to(device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=self.p["lr"], weight_decay=self.p["weight_decay"]
         )
@@ -106,6 +122,18 @@ class _Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.rows: list[dict[str, Any]] = []
+        self.started = time.perf_counter() if started is None else started
+        minutes = float(self.p.get("minutes") or 0)
+        self.deadline = self.started + 60 * minutes if minutes > 0 else None
+        self.val_seconds = self.step_seconds = 0.0  # how long the last validation and step took
+        self.steps = 0  # training steps of the epoch under way
+        self.out_of_time = False
+
+    def time_left(self) -> bool:
+        """Is there time for another step and a validation (as long as the last ones took, with a
+        margin for a machine that gets busier) before the deadline?"""
+        reserve = 1.5 * (self.val_seconds + self.step_seconds)
+        return self.deadline is None or time.perf_counter() + reserve < self.deadline
 
     # -- resume --------------------------------------------------------------------------------------
 
@@ -156,8 +184,15 @@ class _Trainer:
         bar = tqdm(
             loader, desc=f"epoch {self.epoch}", leave=False, disable=not self.progress, file=sys.stderr
         )
+        self.steps = 0
         for x, y in bar:
+            if self.steps and not self.time_left():
+                self.out_of_time = True  # the epoch ends here; its validation still fits the budget
+                break
+            start = time.perf_counter()
             loss = self._step(x, y)
+            self.step_seconds = time.perf_counter() - start
+            self.steps += 1
             total += loss * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -176,6 +211,9 @@ class _Trainer:
                 "try a smaller learning rate ({overrides=lr=...})"
             )
         loss.backward()
+        clip = float(self.p.get("grad_clip") or 0)  # optional per use case (params.yaml: grad_clip)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.optimizer.step()
         return loss.item()  # waits for the device: the step is done when this returns
 
@@ -237,7 +275,7 @@ class _Trainer:
     def end_epoch(self, train_loss: float, metrics: dict[str, float], samples, seconds: float) -> dict:
         value = metrics[self.metric_name]
         improved = _better(value, self.best, self.metric_mode)
-        row = {"epoch": self.epoch, "train_loss": train_loss}
+        row = {"epoch": self.epoch, "train_loss": train_loss, "steps": self.steps}
         row.update({f"val_{k}": v for k, v in metrics.items()})
         row.update(lr=self.optimizer.param_groups[0]["lr"], seconds=round(seconds, 2), best=int(improved))
         self.rows.append(row)
@@ -281,27 +319,40 @@ class _Trainer:
         self.completed = self.epoch
         return row
 
-    def run(self, on_epoch_end: EpochCallback | None) -> None:
+    def _bar(self):
+        """The run's progress bar: epochs, or with a time budget the seconds of the budget."""
         from tqdm import tqdm
 
+        common = {"desc": self.uc.name, "disable": not self.progress, "file": sys.stderr}
+        if self.deadline is None:
+            return tqdm(total=self.p["epochs"], initial=self.epoch, unit="epoch", **common)
+        total = round(self.deadline - self.started)
+        common["desc"] += f" ({total / 60:g} min budget)"
+        shape = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]"
+        initial = min(total, round(time.perf_counter() - self.started))  # data loading counts
+        return tqdm(total=total, initial=initial, unit="s", bar_format=shape, **common)
+
+    def run(self, on_epoch_end: EpochCallback | None) -> None:
         epochs = self.p["epochs"]
-        bar = tqdm(
-            total=epochs,
-            initial=self.epoch,
-            desc=self.uc.name,
-            unit="epoch",
-            disable=not self.progress,
-            file=sys.stderr,
-        )
+        bar = self._bar()
         try:
-            while self.epoch < epochs and not self.stopped_early:
+            while self.epoch < epochs and not self.stopped_early and not self.out_of_time:
+                if not self.time_left():
+                    self.out_of_time = True
+                    break
                 self.epoch += 1
                 start = time.perf_counter()
                 train_loss = self.train_epoch()
+                validation_start = time.perf_counter()
                 metrics, samples = self.validate()
+                self.val_seconds = time.perf_counter() - validation_start
                 row = self.end_epoch(train_loss, metrics, samples, time.perf_counter() - start)
-                bar.update(1)
-                shown = {"train loss": f"{train_loss:.4f}"}  # a metric may be named "loss" too
+                if self.deadline is None:
+                    bar.update(1)
+                else:
+                    bar.n = min(bar.total, round(time.perf_counter() - self.started))
+                shown = {"epoch": str(self.epoch)} if self.deadline is not None else {}
+                shown["train loss"] = f"{train_loss:.4f}"  # a metric may be named "loss" too
                 shown[f"val {self.metric_name}"] = f"{metrics[self.metric_name]:.4f}"
                 bar.set_postfix(shown)
                 log.info("epoch %d: %s", self.epoch, row)
@@ -318,6 +369,8 @@ def train(
     *,
     overrides: Mapping[str, Any] | Iterable[str] = (),
     epochs: int | None = None,
+    minutes: float | None = None,
+    init: str | Path | None = None,
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
@@ -326,17 +379,35 @@ def train(
     """Train a use case into ``run_dir`` (or continue the run there with ``resume=True``).
 
     ``overrides`` changes parameters of the use case's ``params.yaml`` (``{"lr": 3e-4}`` or
-    ``["lr=3e-4"]``); ``epochs`` overrides the ``epochs`` parameter (and may extend a resumed run).
-    All checks of parameters and data run before a model is built. ``on_epoch_end(epoch, row)`` is
-    called after each completed epoch (its checkpoint written).
+    ``["lr=3e-4"]``); ``epochs`` overrides the ``epochs`` parameter (and may extend a resumed run);
+    ``minutes`` the time budget of this call (0: none). ``init`` (a package) starts from its
+    state-dict weights (:func:`~emzoo.train.runfiles.package_weights`). All checks run before the
+    data are read. ``on_epoch_end(epoch, row)`` is called after each completed epoch.
     """
+    started = time.perf_counter()
+    if init is not None and resume:
+        raise UsageError(
+            "{init} starts a new run from a package's weights, a resumed run goes on from its own "
+            "checkpoint: leave out {init} or {resume=True}"
+        )
     dev = resolve_device(device)
     setup = prepare_run(
-        usecase, data_dir, run_dir, overrides=overrides, epochs=epochs, resume=resume, device=str(dev)
+        usecase,
+        data_dir,
+        run_dir,
+        overrides=overrides,
+        epochs=epochs,
+        minutes=minutes,
+        resume=resume,
+        device=str(dev),
     )
+    initial = None
+    if init is not None:
+        fresh = setup.usecase.build_model(setup.params)
+        initial, setup.config["init"] = runfiles.package_weights(init, fresh, setup.usecase.name)
     # a damaged checkpoint is refused before the data are read and the model is built
     state = runfiles.load_checkpoint(setup.run_dir / LATEST) if setup.resume else None  # on the CPU
-    trainer = _Trainer(setup, dev, progress)
+    trainer = _Trainer(setup, dev, progress, started=started, initial=initial)
     if state is not None:
         trainer.restore(state)
         if trainer.stopped_early or trainer.epoch >= setup.params["epochs"]:
@@ -357,7 +428,7 @@ def train(
         config.update(status="interrupted", epochs_completed=trainer.completed)
         write_json(setup.run_dir / CONFIG, config)
         raise
-    status = "early_stopped" if trainer.stopped_early else "finished"
+    status = "early_stopped" if trainer.stopped_early else "time_limit" if trainer.out_of_time else "finished"
     config.update(
         status=status,
         finished=now(),

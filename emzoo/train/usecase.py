@@ -89,6 +89,11 @@ class UseCase:
     def packaging(self, params: dict[str, Any]) -> PackagingInfo:
         raise self.not_written("packaging")
 
+    def packaging_for(self, data_dir: Path, params: dict[str, Any]) -> PackagingInfo:
+        """The package's metadata for a run on ``data_dir`` (what ``package_run`` uses): by default
+        :meth:`packaging`; a use case that trains on several kinds of data folders says which one."""
+        return self.packaging(params)
+
     def sample_input(self, data_dir: Path) -> np.ndarray:
         """A real image (input axes, raw dtype) for test tensors and covers."""
         raise self.not_written("sample_input")
@@ -133,6 +138,12 @@ class UseCase:
     def package_config(self, params: dict[str, Any]) -> dict[str, Any]:
         """Extra ``config.emzoo`` keys of the package (e.g. how the runtime counts with it)."""
         return {}
+
+    def packaged_model(self, model, params: dict[str, Any]):
+        """The network the package holds, made from the trained ``model`` (default: ``model`` itself).
+        :meth:`architecture` builds it and ``model``'s state dict loads into it: e.g. the same layers
+        with the input's normalisation inside, so that the package returns the input's grey levels."""
+        return model
 
     def read_label(self, path: Path) -> Any:
         """The target of one label file, as ``metrics`` takes it (used by ``emzoo evaluate``)."""

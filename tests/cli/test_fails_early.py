@@ -113,7 +113,8 @@ def test_non_finite_images_are_refused(tiny_unet2d, tmp_path):
         if not extra:  # streamed: the first chunk with such pixels is named instead
             one_line_error(result, 1, "nan.tif: all pixels are NaN or ±Inf")
             one_line_error(result, 1, "inf.tif: 2 of 4096 pixels are NaN or ±Inf")
-        assert sorted(os.listdir(out)) == ["good_prob.tif"]  # no output, no partial store of the others
+        # no output, no partial store of the others (good's provenance record beside its output)
+        assert sorted(os.listdir(out)) == ["good_prob.provenance.json", "good_prob.tif"]
 
 
 def _sparse_mrc(path: Path, nx: int, ny: int, nz: int, *, sparse: bool) -> None:

@@ -77,7 +77,8 @@ def test_an_output_never_replaces_an_input(tiny_unet2d, tmp_path):
     result = run("predict", tiny_unet2d, folder, "-o", folder, "--overwrite", "-q")
     assert (folder / "a_prob.tif").read_bytes() == before
     assert "left out 1 input(s)" in result.output and "a_prob_prob.tif" in result.output
-    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_prob.tif", "a_prob_prob.tif"]
+    records = ["a_prob_prob.provenance.json"]  # a_prob.tif's (a.tif's output failed: none)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_prob.tif", *records, "a_prob_prob.tif"]
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("tiff", ".tif"), ("mrc", ".mrc"), ("npy", ".npy"),
@@ -93,10 +94,8 @@ def test_own_outputs_in_the_input_folder_are_not_predicted_again(tiny_unet2d, tm
         result = run("predict", tiny_unet2d, folder, *out, *(["--overwrite"] if _ else []))
         assert result.exit_code == 0, result.output
         assert f"a_prob{suffix}" in result.output and "left out 1 input(s)" in result.output
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-        "a.tif",
-        f"a_prob{suffix}",
-    ]
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert names == sorted(["a.tif", "a_prob.provenance.json", f"a_prob{suffix}"])
 
 
 def test_outputs_in_a_subfolder_of_the_input_folder(tiny_unet2d, tmp_path):
@@ -106,7 +105,7 @@ def test_outputs_in_a_subfolder_of_the_input_folder(tiny_unet2d, tmp_path):
     for _ in range(2):
         result = run("predict", tiny_unet2d, folder, "-o", folder / "out", "-q")
         assert result.exit_code == 0, result.output
-    assert everything(folder / "out") == ["a_prob.tif"]
+    assert everything(folder / "out") == ["a_prob.provenance.json", "a_prob.tif"]
 
 
 def test_predictions_of_predictions_elsewhere_still_run(tiny_unet2d, tmp_path):
@@ -114,7 +113,8 @@ def test_predictions_of_predictions_elsewhere_still_run(tiny_unet2d, tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", image_u8((64, 64)))
     assert run("predict", tiny_unet2d, tmp_path / "a.tif", "-o", tmp_path / "one", "-q").exit_code == 0
     result = run("predict", tiny_unet2d, tmp_path / "one", "-o", tmp_path / "two", "-q")
-    assert result.exit_code == 0 and everything(tmp_path / "two") == ["a_prob_prob.tif"]
+    assert result.exit_code == 0
+    assert everything(tmp_path / "two") == ["a_prob_prob.provenance.json", "a_prob_prob.tif"]
 
 
 def test_inputs_of_one_name_in_two_folders_get_two_outputs(tiny_unet2d, tmp_path):
@@ -124,7 +124,8 @@ def test_inputs_of_one_name_in_two_folders_get_two_outputs(tiny_unet2d, tmp_path
     out = tmp_path / "out"
     result = run("predict", tiny_unet2d, tmp_path / "x" / "a.tif", tmp_path / "y" / "a.tif", "-o", out, "-q")
     assert result.exit_code == 0 and "done: 2, skipped: 0, failed: 0" in result.output, result.output
-    assert everything(out) == ["a_tif_2_prob.tif", "a_tif_prob.tif"]
+    records = ["a_tif_2_prob.provenance.json", "a_tif_prob.provenance.json"]
+    assert everything(out) == sorted([*records, "a_tif_2_prob.tif", "a_tif_prob.tif"])
     assert not np.array_equal(
         tifffile.imread(out / "a_tif_prob.tif"), tifffile.imread(out / "a_tif_2_prob.tif")
     )
@@ -279,7 +280,7 @@ def test_partials_of_a_killed_run_are_cleaned(tiny_unet2d, tmp_path):
     kill9(writer)
     assert everything(out) == [f".a_prob.tif.partial-{writer.pid}"]
     assert run("predict", tiny_unet2d, tmp_path / "a.tif", "-o", out, "-q").exit_code == 0
-    assert everything(out) == ["a_prob.tif"]
+    assert everything(out) == ["a_prob.provenance.json", "a_prob.tif"]
 
 
 def test_a_live_writers_partial_is_left_alone(tmp_path):

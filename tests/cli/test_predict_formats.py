@@ -55,7 +55,8 @@ def test_mrc_micrograph_keeps_its_voxel_size(tiny_unet2d, tmp_path, fmt):
     extra = ["--output-format", fmt] if fmt else []
     ok("predict", tiny_unet2d, src, "-o", tmp_path, *extra)
     suffix = ".tif" if fmt else ".mrc"
-    assert files_in(tmp_path) == [f"epu2.9_example_prob{suffix}"]
+    record = "epu2.9_example_prob.provenance.json"
+    assert files_in(tmp_path) == sorted([f"epu2.9_example_prob{suffix}", record])
     out = read_image(tmp_path / f"epu2.9_example_prob{suffix}")
     original = read_image(src)
     assert out.shape == original.shape == (4096, 4096)
@@ -126,7 +127,7 @@ def test_stack_reads_a_folder_of_slices_as_one_volume(tiny_unet2d, tmp_path):
     for z in range(4):
         tifffile.imwrite(folder / f"s{z + 1:02d}.tif", volume[z])
     ok("predict", tiny_unet2d, folder, "--stack", "--slices", "-o", tmp_path / "out")
-    assert files_in(tmp_path / "out") == ["section_prob.tif"]
+    assert files_in(tmp_path / "out") == ["section_prob.provenance.json", "section_prob.tif"]
     tifffile.imwrite(tmp_path / "vol.tif", volume, photometric="minisblack")
     ok("predict", tiny_unet2d, tmp_path / "vol.tif", "--slices", "-o", tmp_path / "ref")
     reference = read_image(tmp_path / "ref" / "vol_prob.tif").data
@@ -225,7 +226,8 @@ def test_large_lazy_inputs_stream_by_default(tiny_unet2d, tmp_path, monkeypatch)
     inputs = [tmp_path / "mic.mrc", tmp_path / "packed.tif"]
     ok("predict", tiny_unet2d, *inputs, "--chunk-size", "128", "-o", tmp_path / "o")
     assert len(chunks) == 3 * 2  # the MRC only
-    assert files_in(tmp_path / "o") == ["mic_prob.mrc", "packed_prob.tif"]
+    records = ["mic_prob.provenance.json", "packed_prob.provenance.json"]
+    assert files_in(tmp_path / "o") == sorted(["mic_prob.mrc", "packed_prob.tif", *records])
     with mrcfile.open(tmp_path / "o" / "mic_prob.mrc") as mrc:
         assert mrc.voxel_size.x == pytest.approx(3.0)
         streamed = mrc.data.copy()

@@ -66,7 +66,8 @@ def a_tif(tmp_path) -> Path:
 def test_preview_of_a_probability_map_is_linear(tiny_unet2d, a_tif, tmp_path):
     out = tmp_path / "out"
     output = ok("predict", tiny_unet2d, a_tif, "-o", out, "--preview")
-    assert sorted(p.name for p in out.iterdir()) == ["a_prob.preview.png", "a_prob.tif"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a_prob.preview.png", "a_prob.provenance.json", "a_prob.tif"]
     assert "previews: 1" in output
     prob = tifffile.imread(out / "a_prob.tif")
     preview = png(out / "a_prob.preview.png")
@@ -117,7 +118,8 @@ def test_streamed_outputs_get_their_previews(tiny_unet2d, tmp_path):
     tifffile.imwrite(image, image_u8((160, 160)))
     out = tmp_path / "out"
     ok("predict", tiny_unet2d, image, "-o", out, "--preview", "--chunk-size", "64", "--output-format", "zarr")
-    assert sorted(p.name for p in out.iterdir()) == ["big_prob.ome.zarr", "big_prob.preview.png"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["big_prob.ome.zarr", "big_prob.preview.png", "big_prob.provenance.json"]
     from emzoo.io import read_image
 
     prob = np.asarray(read_image(out / "big_prob.ome.zarr").data)

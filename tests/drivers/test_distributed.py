@@ -43,7 +43,8 @@ def test_cluster_output_equals_single_process_output(client, tiny_unet2d, tmp_pa
     assert a.meta.pixel_size == b.meta.pixel_size == {"y": 3.0, "x": 3.0}
     assert float(np.max(np.abs(np.asarray(a.data) - np.asarray(b.data)))) <= 1e-6
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"in.ome.zarr", "local.ome.zarr", "dask.ome.zarr"}  # no partial store left
+    records = {"local.provenance.json", "dask.provenance.json"}  # emzoo.drivers.provenance
+    assert names == {"in.ome.zarr", "local.ome.zarr", "dask.ome.zarr", *records}  # no partial store left
 
 
 def test_cluster_runs_slices_and_resumes(client, tiny_unet2d, tmp_path):

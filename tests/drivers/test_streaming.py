@@ -178,7 +178,8 @@ def test_memory_mapped_mrc_streams_into_mrc(predictor2d, tmp_path):
     with mrcfile.open(tmp_path / "p.mrc") as mrc:
         assert mrc.voxel_size.x == pytest.approx(1.5) and mrc.voxel_size.y == pytest.approx(1.5)
         assert float(np.max(np.abs(mrc.data - expected))) < 1e-5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mic.mrc", "p.mrc"]  # no store left behind
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["mic.mrc", "p.mrc", "p.provenance.json"]  # no store left behind, the record beside
 
 
 # ---------------------------------------------------------------------------- interrupted and resumed
@@ -273,7 +274,8 @@ def test_killed_zarr_prediction_resumes_without_recomputing(tiny_unet2d, tmp_pat
     resumed = np.asarray(read_image(final).data)
     uninterrupted = np.asarray(read_image(tmp_path / "again" / "in_prob.ome.zarr").data)
     np.testing.assert_array_equal(resumed, uninterrupted)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in_prob.ome.zarr"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["in_prob.ome.zarr", "in_prob.provenance.json"]
 
 
 def test_models_that_cannot_stream_say_why(predictor2d, tmp_path):

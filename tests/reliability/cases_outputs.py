@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emzoo.drivers.provenance import RECORD_SUFFIX, record_path
 from tests.reliability import builders as b
 from tests.reliability.cases_inputs import files, good, outputs_exist, predict
 from tests.reliability.harness import Case, Ctx, Result, Skip
@@ -102,11 +103,12 @@ def read_only(ctx: Ctx, folder: Path) -> None:
 
 
 def finals(folder: Path) -> list[Path]:
-    """The final outputs (no hidden names) under ``folder``."""
+    """The final outputs (no hidden names, no provenance records) under ``folder``."""
     return sorted(
         p
         for p in folder.rglob("*_prob*")
         if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.endswith(RECORD_SUFFIX)
         and not any(q.name.endswith(".zarr") for q in p.parents if q != folder and folder in q.parents)
     )
 
@@ -187,7 +189,8 @@ def kill_mid_folder(ctx: Ctx) -> Result:
     proc = ctx.popen(*predict("in"))
     wait_for(lambda: len(finals(ctx.out)) >= 2, 90, proc)
     kill9(ctx, proc, start)
-    complete = {p: stat_key(p) for p in finals(ctx.out)}
+    # complete: with its provenance record (one killed between the two is predicted again)
+    complete = {p: stat_key(p) for p in finals(ctx.out) if record_path(p).is_file()}
     result = ctx.cli(*predict("in"))
     rewritten = [p.name for p, key in complete.items() if not p.exists() or stat_key(p) != key]
     ctx.expect(not rewritten, f"outputs complete before the kill were computed again: {rewritten}")

@@ -9,11 +9,12 @@ from tests.reliability.cases_folders import CASES as FOLDERS
 from tests.reliability.cases_inputs import CASES as INPUTS
 from tests.reliability.cases_outputs import CASES as OUTPUTS
 from tests.reliability.cases_packages import CASES as PACKAGES
+from tests.reliability.cases_provenance import CASES as PROVENANCE
 from tests.reliability.cases_training import CASES as TRAINING
 from tests.reliability.cases_usage import CASES as USAGE
 from tests.reliability.harness import Case, record
 
-ALL: list[Case] = [*INPUTS, *FOLDERS, *OUTPUTS, *PACKAGES, *USAGE, *TRAINING]
+ALL: list[Case] = [*INPUTS, *FOLDERS, *OUTPUTS, *PROVENANCE, *PACKAGES, *USAGE, *TRAINING]
 ALL.sort(key=lambda c: c.serial)  # the timing-sensitive cases last, when nothing else runs
 
 

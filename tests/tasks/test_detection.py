@@ -108,6 +108,20 @@ def test_evaluate_counter_with_yolo_boxes_and_point_csv(tmp_path):
     done = _emzoo("evaluate", "zoo_models/em-particle-counter", str(images), str(points))
     assert done.returncode == 0, done.stderr
     assert "mean" in done.stdout
+    # the same image as RGB (as several of the data set's JPEGs are): boxes scaled by its y and x, not
+    # by its channel axis, so the scores are those of the grey image
+    from PIL import Image
+
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    Image.open(images / "Cu4.jpg").convert("RGB").save(rgb / "Cu4.png")
+    rgb_report = tmp_path / "rgb.json"
+    done = _emzoo("evaluate", "zoo_models/em-particle-counter", str(rgb), str(boxes), "-o", str(rgb_report))
+    assert done.returncode == 0, done.stderr
+    grey_f1 = report["samples"][0]["metrics"]["f1"]
+    assert json.loads(rgb_report.read_text())["samples"][0]["metrics"]["f1"] == pytest.approx(
+        grey_f1, abs=0.02
+    )
 
 
 def test_evaluate_counter_with_unreadable_labels_is_one_line(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emzoo.errors import InputError
+from emzoo.errors import InputError, UsageError
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
 from tests.conftest import shared
@@ -109,14 +109,18 @@ def test_duplicates_are_scored_once(data, tiny, tmp_path):
     assert len(data.sem_files(copy)["25"]) == 2
 
 
-def test_datasets_mask_pieces_and_validate_on_fixed_masks(uc, tiny, params):
+def test_datasets_mask_pieces_and_validate_on_fixed_masks(uc, data, tiny, params):
     sets = uc.datasets(tiny, params)
     x, y = sets["train"][0]
     assert x.shape == (1, 32, 32) and y.shape == (2, 32, 32)
     assert float(y[1].sum()) == round(params["mask_fraction"] * 32 * 32)
     assert np.array_equal(x.numpy(), sets["train"][0][0].numpy())
     val = sets["val"]
-    assert len(val) == 3 and np.array_equal(val[0][1].numpy(), uc.datasets(tiny, params)["val"][0][1].numpy())
+    masks = data.val_masks(3 * 32 * 32, params["mask_fraction"])  # 3 pieces, each with several masks
+    assert len(val) == 3 * masks and np.array_equal(
+        val[0][1].numpy(), uc.datasets(tiny, params)["val"][0][1].numpy()
+    )
+    assert not np.array_equal(val[0][1][1].numpy(), val[3][1][1].numpy())  # the same piece, another mask
     metrics = uc.metrics(val[0][1][:1].numpy(), val[0][1].numpy())
     assert metrics == {"masked_mse": 0.0, "unmasked_mse": 0.0}
 
@@ -124,8 +128,8 @@ def test_datasets_mask_pieces_and_validate_on_fixed_masks(uc, tiny, params):
 def test_check_data_names_what_is_missing(uc, tiny, tmp_path):
     uc.check_data(tiny)
     uc.check_data(tiny / "noisy_tem")  # a sub-folder finds its parent
-    with pytest.raises(InputError, match="no noisy training images"):
-        uc.check_data(tmp_path)
+    with pytest.raises(UsageError, match="holds no image that emzoo reads"):
+        uc.check_data(tmp_path)  # a plain folder of images (emzoo.io's message when it holds none)
     (tmp_path / "noisy_tem").mkdir()
     (tmp_path / "noisy_tem" / "a.tif").write_bytes(
         (tiny / "noisy_tem" / "noisy_patches_2x2" / "0_0.tif").read_bytes()
@@ -135,10 +139,10 @@ def test_check_data_names_what_is_missing(uc, tiny, tmp_path):
 
 
 def test_evaluate_an_identity_model_scores_like_the_noisy_input(uc, data, tiny, params):
-    """A 'denoiser' that returns its normalised input: after de-normalisation it is the noisy image."""
+    """A 'denoiser' that returns its input (grey levels in, grey levels out): the noisy image."""
 
     def predict(image):
-        return {"denoised": data.normalise(image[0])[None]}
+        return {"denoised": np.asarray(image, np.float32)}
 
     result = uc.evaluate(predict, tiny, params)
     noisy = result["other_baselines"]["noisy input (no denoising)"]

@@ -1,10 +1,11 @@
-"""Noisy EM for Noise2Void: where the images are, the split, the input tensor (its normalisation),
-blind-spot masking, the training and validation datasets, the SEM evaluation images and tiny
-synthetic data.
+"""Noisy EM for Noise2Void: where the images are, the split, the input tensor and the training
+normalisation, blind-spot masking, the training and validation datasets, the SEM evaluation images
+and tiny synthetic data.
 
-``--data`` is the folder that holds ``noisy_tem/`` (TEM tiles, TIFF), ``cryoem_micrographs/``
-(``*.mrc``, 2D) and ``sem_denoising/`` (the clean ``BSE.jpg`` and its noisy versions); training
-uses only the first two, evaluation only the last.
+The zoo model's ``--data`` is the folder that holds ``noisy_tem/`` (TEM tiles, TIFF),
+``cryoem_micrographs/`` (``*.mrc``, 2D) and ``sem_denoising/`` (the clean ``BSE.jpg`` and its noisy
+versions); training uses only the first two, evaluation only the last. Any other folder is a plain
+folder of noisy images (:mod:`.folder`).
 """
 
 from __future__ import annotations
@@ -23,20 +24,16 @@ from emzoo.packaging.info import TensorInfo
 from emzoo.train.split import natural_key
 
 log = logging.getLogger(__name__)
-EPS = 1e-6  # of the package's zero_mean_unit_variance
+EPS = 1e-6  # of the normalisation, in training (normalise) and inside the packaged network alike
 
-# The package's input, declared once: training normalises with its processing (``normalise``), the
-# package declares it, and emzoo's runtime and bioimage.io run it on new images.
+# The package's input: grey levels as they are (float32). The packaged network (network.py) normalises
+# each image itself, as training does (normalise), and returns grey levels.
 RAW = TensorInfo(
     id="raw",
     axes="cyx",
     channel_names=("raw",),
-    description="noisy EM image, one grey channel (uint8, uint16 or float)",
-    processing=(
-        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-        {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["channel", "y", "x"], "eps": EPS}},
-        {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-    ),
+    description="noisy EM image, one grey channel (uint8, uint16 or float), in its own grey levels",
+    processing=({"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},),
 )
 TEM_DIR, CRYO_DIR, SEM_DIR = "noisy_tem", "cryoem_micrographs", "sem_denoising"
 TIF_SUFFIXES = (".tif", ".tiff")
@@ -44,6 +41,8 @@ MOSAIC = re.compile(r"^(\d+)_(\d+)$")  # row_col.tif tiles of a mosaic
 CLEAN = "BSE.jpg"
 LEVELS = (25, 50, 75, 100)  # sigma of the added Gaussian noise (grey levels of 255)
 TUNING_DRAW = "25_sigma/BSE_25sigma_noisy_2.jpg"  # chooses the NLM strength; not scored
+VAL_MASKED_PIXELS = 10_000  # hidden validation pixels to aim for (the zoo's data have about 10 000)
+MAX_VAL_MASKS = 16
 
 
 @dataclass
@@ -57,8 +56,8 @@ class Source:
 
 def root(data_dir: Path) -> Path:
     data_dir = Path(data_dir)
-    if not (data_dir / TEM_DIR).is_dir() and (data_dir.parent / TEM_DIR).is_dir():
-        return data_dir.parent  # --data pointing at one of the sub-folders
+    if data_dir.name in (TEM_DIR, CRYO_DIR) and (data_dir.parent / SEM_DIR).is_dir():
+        return data_dir.parent  # --data pointing at one of the training sub-folders
     return data_dir
 
 
@@ -150,15 +149,11 @@ def read(path: Path) -> np.ndarray:
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """The package's preprocessing of one raw image (``yx`` or ``cyx``): ``(x - mean) / (std + 1e-6)``
-    over the whole image in float32, by the same ops (:data:`RAW`) that the package runs."""
-    return RAW.apply_processing(image)
-
-
-def denormalise(output: np.ndarray, noisy: np.ndarray) -> np.ndarray:
-    """The package's output (in the noisy input's normalised units) back to the input's grey levels."""
-    x = np.asarray(noisy, np.float64)
-    return np.asarray(output, np.float64) * (x.std() + EPS) + x.mean()
+    """One raw image as the network sees it: ``(x - mean) / (std + 1e-6)`` over the whole image, in
+    float32 (what the packaged network does to each image it is given, :mod:`.network`)."""
+    x = np.asarray(image, np.float32)
+    mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+    return ((x - mean) / (std + EPS)).astype(np.float32)
 
 
 def val_tiles(names: list[str]) -> list[str]:
@@ -333,23 +328,34 @@ class BlindSpotDataset(Dataset):
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def val_masks(pixels: int, fraction: float) -> int:
+    """How many blind-spot masks each validation piece gets: enough for about
+    :data:`VAL_MASKED_PIXELS` hidden pixels in all (one for the zoo's data; several for the strip of
+    a single image, so that the best epoch is not chosen by chance), at most :data:`MAX_VAL_MASKS`."""
+    return int(min(MAX_VAL_MASKS, max(1, np.ceil(VAL_MASKED_PIXELS / max(pixels * fraction, 1)))))
+
+
 class ValidationDataset(Dataset):
     """Fixed masked pieces of the validation tiles and micrograph strips (same masks every epoch): the
-    N2V loss on pixels the network never trained on."""
+    N2V loss on pixels the network never trained on; each piece with :func:`val_masks` masks."""
 
     def __init__(self, sources: list[Source], params: dict):
-        self.names, self.items = [], []
         size = params["val_crop"]
         multiple = 2 ** params["depth"]
-        for k, source in enumerate(sources):
-            rng = np.random.default_rng([params["seed"], 7919, k])
+        patches = []
+        for source in sources:
             top, bottom = source.rows
             h = min(size, bottom - top) // multiple * multiple
             w = min(size, source.image.shape[1]) // multiple * multiple
-            patch = np.ascontiguousarray(source.image[top : top + h, :w])
-            masked, mask = blind_spot(patch, params["mask_fraction"], params["mask_radius"], rng)
-            self.names.append(source.name.replace("/", "_"))
-            self.items.append((torch.from_numpy(masked[None]), torch.from_numpy(np.stack([patch, mask]))))
+            patches.append(np.ascontiguousarray(source.image[top : top + h, :w]))
+        n_masks = val_masks(sum(p.size for p in patches), params["mask_fraction"])
+        self.names, self.items = [], []
+        for j in range(n_masks):  # all pieces with their first mask first (the sample PNGs)
+            for k, (source, patch) in enumerate(zip(sources, patches, strict=True)):
+                rng = np.random.default_rng([params["seed"], 7919, k] + ([j] if j else []))
+                masked, mask = blind_spot(patch, params["mask_fraction"], params["mask_radius"], rng)
+                self.names.append(source.name.replace("/", "_") + (f"_mask{j}" if j else ""))
+                self.items.append((torch.from_numpy(masked[None]), torch.from_numpy(np.stack([patch, mask]))))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,7 +1,15 @@
-"""Self-supervised (Noise2Void) denoising of EM images with the shared 2D U-Net."""
+"""Self-supervised (Noise2Void) denoising of EM images with the shared 2D U-Net.
+
+Two kinds of ``--data``: the zoo model's shared layout (noisy TEM and cryo-EM for training, the SEM
+image with its clean reference for evaluation: :mod:`.data`) and any plain folder of noisy images,
+from a single image on (:mod:`.folder`), where it is fine-tuned with ``--init`` or trained from
+scratch. The U-Net trains on normalised pieces; the package holds it with the normalisation inside
+(:mod:`.network`), so that it takes and returns grey levels.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +20,7 @@ from emzoo.errors import UsageError
 from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo
 from emzoo.train.usecase import UNetUseCase, register_usecase
 
-from . import baseline, data
+from . import baseline, data, folder
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_ID = "denoised"
@@ -47,10 +55,10 @@ class Denoising(UNetUseCase):
     # -- data ----------------------------------------------------------------------------------------
 
     def check_data(self, data_dir: Path) -> None:
-        data.check(data_dir)
+        (folder.check if folder.applies(data_dir) else data.check)(data_dir)
 
     def split(self, data_dir: Path, params: dict[str, Any]) -> dict[str, list[str]]:
-        return data.split(data_dir, params)
+        return (folder.split if folder.applies(data_dir) else data.split)(data_dir, params)
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)  # patch_size and val_crop: multiples of 2**depth
@@ -62,10 +70,26 @@ class Denoising(UNetUseCase):
             raise UsageError(f"cryoem_fraction must be between 0 and 1, not {params['cryoem_fraction']}")
         if params["intensity_jitter"] < 0:
             raise UsageError(f"intensity_jitter must be >= 0, not {params['intensity_jitter']}")
+        if not 0 < params["val_fraction"] < 0.5:
+            raise UsageError(f"val_fraction must be in (0, 0.5), not {params['val_fraction']}")
 
     def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         from emzoo.errors import InputError
 
+        if folder.applies(data_dir):
+            folder.check(data_dir, params)
+            images, val = folder.load(data_dir, params)
+            return {
+                "train": data.BlindSpotDataset(
+                    images,
+                    [],
+                    params,
+                    length=params["iterations_per_epoch"] * params["batch_size"],
+                    seed=params["seed"],
+                ),
+                "val": data.ValidationDataset(val, params),
+                "test": [],
+            }
         data.check(data_dir, params)
         tem, cryo, val = data.load(data_dir, params)
         size = params["patch_size"]
@@ -94,7 +118,11 @@ class Denoising(UNetUseCase):
 
     def training_images(self, data_dir: Path, params: dict[str, Any]):
         """Raw training TEM tiles of the largest TEM folder (one detector and dtype), for the packager's
-        intensity statistics (pooling uint8, uint16 and cryo-EM counts would describe none of them)."""
+        intensity statistics (pooling uint8, uint16 and cryo-EM counts would describe none of them);
+        in a plain folder, all its images."""
+        if folder.applies(data_dir):
+            yield from (folder.read_plane(p) for p in folder.planes(data_dir))
+            return
         base = data.root(data_dir)
         names = [n for n in data.split(data_dir, params)["train"] if n.startswith(data.TEM_DIR)]
         folders = [str(Path(n).parent) for n in names]
@@ -106,7 +134,10 @@ class Denoising(UNetUseCase):
                 yield data.read(base / name)
 
     def sample_input(self, data_dir: Path) -> np.ndarray:
-        """A noisy TEM validation tile (never trained on), else a piece of a micrograph's validation rows."""
+        """A noisy TEM validation tile (never trained on), else a piece of a micrograph's validation rows;
+        in a plain folder, a corner of its first image."""
+        if folder.applies(data_dir):
+            return folder.sample_input(data_dir)
         base = data.root(data_dir)
         tem = data.tem_files(base)
         if len(tem) > 1:
@@ -116,6 +147,17 @@ class Denoising(UNetUseCase):
         return np.ascontiguousarray(image[-256:, :256])[None]
 
     # -- model, loss, metrics ------------------------------------------------------------------------
+
+    def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
+        return HERE / "network.py", "GreyLevelUNet", self.unet_kwargs(params)
+
+    def packaged_model(self, model, params: dict[str, Any]):
+        """The trained U-Net inside :class:`~.network.GreyLevelUNet` (the same state dict)."""
+        from .network import GreyLevelUNet
+
+        packaged = GreyLevelUNet(**self.unet_kwargs(params))
+        packaged.load_state_dict(model.state_dict())
+        return packaged
 
     def loss(self, params: dict[str, Any]):
         from .loss import MaskedMSE
@@ -134,8 +176,11 @@ class Denoising(UNetUseCase):
     # -- evaluation ----------------------------------------------------------------------------------
 
     def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-        """PSNR/SSIM against the clean SEM image at every noise level: the packaged model (``predict``),
-        non-local means, a Gaussian filter and the noisy input itself."""
+        """PSNR/SSIM against the clean SEM image at every noise level: the packaged model (``predict``,
+        grey levels), non-local means, a Gaussian filter and the noisy input itself; in a plain folder
+        (no clean images) the Noise2Void loss on its held-out strips (:func:`.folder.evaluate`)."""
+        if folder.applies(data_dir):
+            return folder.evaluate(predict, data_dir, params, OUTPUT_ID)
         base = data.root(data_dir)
         clean = data.read(base / data.SEM_DIR / data.CLEAN).astype(np.float64)
 
@@ -164,7 +209,7 @@ class Denoising(UNetUseCase):
                 if out.shape != (1, *noisy.shape):
                     raise ValueError(f"{name}: the model returned {out.shape}, expected {(1, *noisy.shape)}")
                 results = {
-                    "model": data.denormalise(out[0], noisy),
+                    "model": out[0].astype(np.float64),  # grey levels: no rescaling
                     "nlm": baseline.nlm(noisy, k),
                     "gaussian": baseline.gaussian(noisy, gaussian_sigma[level]),
                     "noisy": noisy.astype(np.float64),
@@ -224,18 +269,17 @@ class Denoising(UNetUseCase):
             description=(
                 "2D U-Net trained self-supervised (Noise2Void blind-spot training, no clean images) on "
                 "noisy TEM tiles and cryo-EM micrographs; it predicts each pixel from its neighbours, which "
-                "removes pixel-independent noise. The output is in the input's normalised units (zero "
-                "mean, unit variance): multiply by the input's standard deviation and add its mean for grey "
-                "levels."
+                "removes pixel-independent noise. Input and output are grey levels: the network normalises "
+                "each image itself (zero mean, unit variance) and restores its mean and standard deviation."
             ),
             task="denoising",
-            inputs=(data.RAW,),  # the normalisation that training used (data.normalise)
+            inputs=(data.RAW,),  # grey levels: the network normalises (network.py), as training does
             outputs=(
                 TensorInfo(
                     id=OUTPUT_ID,
                     axes="cyx",
                     channel_names=("denoised",),
-                    description="denoised image in the input's normalised units (input mean 0, input std 1)",
+                    description="denoised image in the input's grey levels (float32)",
                     processing=({"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},),
                 ),
             ),
@@ -287,23 +331,63 @@ class Denoising(UNetUseCase):
             intended_use=(
                 "Removing pixel-independent noise (shot noise, read noise) from TEM, STEM and cryo-EM images "
                 "and micrographs of any size (tiled), for viewing and as a first step before segmentation or "
-                "particle picking. It needs no clean images: to adapt it to your own microscope, train it "
-                "self-supervised on your noisy images (emzoo train denoising)."
+                "particle picking. It needs no clean images: for image types it was not trained on "
+                "(e.g. SEM), fine-tune it on your own noisy images, even a single one, in minutes on a CPU: "
+                "emzoo train denoising --data FOLDER --init THIS_PACKAGE --out RUN, then emzoo package RUN."
             ),
             limitations=(
                 "Noise2Void cannot remove noise that is correlated between neighbouring pixels (JPEG "
                 "artefacts, scan-line noise, detector cross-talk, interpolated or motion-corrected frames) "
                 "and blurs the finest details (single-pixel features look like noise to it). Trained on "
                 "TEM of brain tissue and cryo-EM micrographs; on other image types (e.g. the SEM test image) "
-                "it may be worse than classical non-local means, see the evaluation. The output is in "
-                "normalised units, not the input's grey levels. Not for quantitative intensity measurements."
+                "it may be worse than classical non-local means, see the evaluation (fine-tuning on the "
+                "images themselves is the remedy). Not for quantitative intensity measurements."
             ),
             extra_card_sections={
                 "Use case notes": data_section(text, "## Split"),
+                "Fine-tuning on your own images": data_section(text, "## Fine-tuning on your own images"),
                 "Domain shift: why it may lose to non-local means on SEM": data_section(
                     text, "## Domain shift: why it may lose to non-local means on SEM"
                 ),
             },
+        )
+
+    def packaging_for(self, data_dir: Path, params: dict[str, Any]) -> PackagingInfo:
+        """:meth:`packaging`, or for a run on a plain folder of images what it was trained on."""
+        info = self.packaging(params)
+        if not folder.applies(data_dir):
+            return info
+        count, name = len(folder.planes(data_dir)), Path(data_dir).name
+        text = (HERE / "README.md").read_text(encoding="utf-8")
+        what = f"{count} noisy image(s) of the folder {name!r}"
+        return replace(
+            info,
+            description=(
+                "2D U-Net trained self-supervised (Noise2Void blind-spot training, no clean images) on "
+                f"{what} (fine-tuned from a packaged denoiser when the run started from one: see Training "
+                "settings); it removes pixel-independent noise. Input and output are grey levels: the "
+                "network normalises each image itself and restores its mean and standard deviation."
+            ),
+            tags=tuple(t for t in info.tags if t not in ("tem", "cryo-em")),
+            training_data={
+                "name": f"{what} (the user's own, not published)",
+                # bioimage.io asks for an address; these images have none: the method's paper stands in
+                "source": "https://doi.org/10.1109/CVPR.2019.00223",
+                "license": "the images' own",
+                "split": f"the bottom {params['val_fraction']:g} of the rows of every image validates (and "
+                "evaluates, by the Noise2Void loss: no clean images), the rows above train",
+            },
+            intended_use=(
+                "Removing pixel-independent noise from images like the ones it was trained on (same "
+                "microscope, detector and settings), for viewing and as a first step before analysis."
+            ),
+            limitations=(
+                "Trained on few images: on other kinds of images it may denoise worse or invent texture; "
+                "noise correlated between neighbouring pixels (JPEG artefacts, scan lines, interpolated "
+                "frames) stays, and single-pixel details are smoothed away. Its evaluation is "
+                "self-supervised (no clean images). Not for quantitative intensity measurements."
+            ),
+            extra_card_sections={"Use case notes": data_section(text, "## Fine-tuning on your own images")},
         )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+EPS = 1e-6  # keeps the logarithms finite where the heat map saturates
+
 
 class DetectionLoss(nn.Module):
     """``focal(heat) + size_weight * mean |log d - log d_true|`` over pixels whose target heat is at
@@ -21,10 +23,12 @@ class DetectionLoss(nn.Module):
     def forward(self, output: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         heat, diameter = output
         t, d_true = target[:, 0:1], target[:, 1:2]
-        p = heat.clamp(1e-4, 1 - 1e-4)
+        # log(p + eps), not log(clamp(p)): a clamp has no gradient, so a heat map that once fell below
+        # the clamp everywhere (a loss spike) could never recover; this one always gets a gradient
+        p = heat
         pos = (t >= 1 - 1e-6).float()
-        pos_loss = torch.log(p) * (1 - p) ** self.alpha * pos
-        neg_loss = torch.log(1 - p) * p**self.alpha * (1 - t) ** self.beta * (1 - pos)
+        pos_loss = torch.log(p + EPS) * (1 - p) ** self.alpha * pos
+        neg_loss = torch.log(1 - p + EPS) * p**self.alpha * (1 - t) ** self.beta * (1 - pos)
         focal = -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
         region = ((t >= self.size_region) & (d_true > 0)).float()
         error = torch.abs(torch.log(diameter.clamp(min=1e-3)) - torch.log(d_true.clamp(min=1.0)))

@@ -2,7 +2,9 @@
 
 ``int8`` quantizes the weights with onnxruntime's own tools (:func:`onnxruntime.quantization.quantize_static`:
 QDQ format, per-channel int8 weights, uint8 activations: measured faster than int8 activations on this
-kind of CPU, where onnxruntime fuses QDQ convolutions into its VNNI/AMX int8 kernels). The activation
+kind of CPU, where onnxruntime fuses QDQ convolutions into its VNNI/AMX int8 kernels), after the exact
+rewrites of :mod:`emzoo.runtime.backends.int8_graph` (up-sampling ConvTranspose as Conv + DepthToSpace,
+which have int8 kernels; first convolutions of one-channel images kept fp32). The activation
 ranges are calibrated on what the network really sees: the blocks the runtime feeds it (normalised as it
 normalises them, at the block size it plans), of the package's test inputs or of the images given as
 ``DeviceSpec.calibrate`` (at most :data:`CALIBRATION_TILES` blocks). The quantized model and the
@@ -13,8 +15,9 @@ A package may declare the largest deviation it accepts (``config.emzoo.precision
 output units, compared with the largest absolute difference on its test inputs); int8 is refused
 where the measured one is larger, with both numbers.
 
-``bf16`` and ``fp16`` are refused on CPU, each with the reason (measured with onnxruntime 1.31 on a CPU
-with AVX512-BF16, AMX-BF16 and AVX512-FP16; see ``benchmarks/README.md``).
+``bf16`` and ``fp16`` are refused on CPU, each with the reason (measured with onnxruntime 1.31 and torch
+on a CPU with AVX512-BF16, AMX-BF16 and AVX512-FP16; see ``benchmarks/README.md``); on CUDA they run
+torch weights under autocast (:mod:`emzoo.runtime.backends.precision`).
 """
 
 from __future__ import annotations
@@ -40,16 +43,24 @@ from emzoo.runtime.settings import DeviceSpec, TileSettings
 log = logging.getLogger(__name__)
 
 CALIBRATION_TILES = 16  # blocks of calibration data: 8-16 are enough for the activation ranges
-RECIPE = "qdq-u8act-s8w-perchannel-minmax-1"  # changes when the quantization settings change
+RECIPE = "qdq-u8act-s8w-perchannel-minmax-2"  # changes when the quantization settings change
 
 # why each precision does not run (None: it runs), per (precision, weight format, device)
 _NO_BF16 = (
     "{precision=bf16}: onnxruntime {ort}'s CPU provider has no bfloat16 kernels for Conv, Relu or "
-    "MaxPool (this CPU's AVX512-BF16/AMX-BF16 go unused): use {precision=int8}"
+    "MaxPool (this CPU's AVX512-BF16/AMX-BF16 go unused), and torch's bfloat16 autocast is slower on the "
+    "CPU than int8 (membrane U-Net, one 512 px block, 1 thread: 116 ms, onnxruntime fp32 110 ms, int8 "
+    "50 ms): use {precision=int8}"
 )
 _NO_FP16 = (
     "{precision=fp16}: onnxruntime {ort}'s CPU provider runs fp16 convolutions on x86 in fp32 (it casts "
-    "back: measured no faster, only less exact): use {precision=int8}"
+    "back: measured no faster, only less exact), and torch's float16 autocast on the CPU took 200x "
+    "its bfloat16 time: use {precision=int8}"
+)
+_NO_INT8_CUDA = (
+    "{precision=int8} runs ONNX weights on the CPU only (its quantized model is made for onnxruntime's "
+    "CPU int8 kernels): on CUDA use {precision=fp16} or {precision=bf16} with torch weights, or "
+    "{device=cpu}"
 )
 
 
@@ -118,8 +129,16 @@ def refusal(precision: str, weight_format: str, device: str) -> str | None:
     if precision == "fp32":
         return None
     ort = _ort_version()
-    if device != "cpu":
-        return f"{{precision={precision}}} runs ONNX weights on CPU only so far: use {{device=cpu}}"
+    if device != "cpu":  # CUDA: bf16/fp16 as torch autocast (emzoo.runtime.backends.precision)
+        if precision == "int8":
+            return _NO_INT8_CUDA
+        if weight_format in ("torchscript", "pytorch_state_dict"):
+            return None
+        return (
+            f"{{precision={precision}}} runs torch weights on CUDA (autocast), these are {weight_format} "
+            "(emzoo does not convert ONNX models to lower precision): choose {weight_format=torchscript} "
+            "or pytorch_state_dict weights"
+        )
     if precision == "bf16":
         return _NO_BF16.replace("{ort}", ort)
     if precision == "fp16":
@@ -163,17 +182,19 @@ def lower_precision(runner: Runner) -> tuple[Backend, PrecisionReport]:
         facts = {
             "calibration": calibration,
             "tiles": len(batches),
-            "deviation": _measure(runner, backend),
+            "deviation": measure_deviation(runner, backend),
             "onnxruntime": _ort_version(),
             "recipe": RECIPE,
         }
         write_text_atomic(record, json.dumps(facts, indent=1))
     report = PrecisionReport(precision, facts["calibration"], facts["tiles"], cached, facts["deviation"])
-    _check_allowed(runner.spec, report)
+    check_allowed(runner.spec, report)
     return backend, report
 
 
-def _check_allowed(spec: ModelSpec, report: PrecisionReport) -> None:
+def check_allowed(spec: ModelSpec, report: PrecisionReport) -> None:
+    """Refuse ``report``'s precision where it deviates more than the package allows
+    (``config.emzoo.precision.max_deviation``; ``why``, when the package gives it, is quoted)."""
     section = spec.emzoo.get("precision") or {}
     allowed = section.get("max_deviation") if isinstance(section, Mapping) else None
     if allowed is None:
@@ -190,8 +211,9 @@ def _check_allowed(spec: ModelSpec, report: PrecisionReport) -> None:
             f"{{precision={report.precision}}} is refused for this model: on its test input the output "
             f"{worst_id!r} deviates from fp32 by up to {worst['max_abs']:.3g} "
             f"(mean {worst['mean_abs']:.3g}), "
-            f"more than the {allowed} its package allows (config.emzoo.precision.max_deviation): "
-            "use {precision=fp32}"
+            f"more than the {allowed} its package allows (config.emzoo.precision.max_deviation)"
+            + (f"; the package says: {section['why']}" if section.get("why") else "")
+            + ": use {precision=fp32}"
         )
 
 
@@ -291,7 +313,7 @@ def _record_blocks(runner: Runner, samples: list[dict[str, Any]]) -> list[list[n
     return batches
 
 
-def _measure(runner: Runner, backend: Backend) -> dict[str, dict[str, float]] | None:
+def measure_deviation(runner: Runner, backend: Backend) -> dict[str, dict[str, float]] | None:
     """How far ``backend``'s outputs are from the package's (fp32) test outputs."""
     inputs = package_test_inputs(runner.package)
     expected = {t.id: t.test_tensor for t in runner.spec.outputs if t.test_tensor}
@@ -332,11 +354,16 @@ def _quantize(source: Path, target: Path, batches: list[list[np.ndarray]], names
 
     if not batches:
         raise BackendError("no calibration blocks were produced: give other images with {calibrate}")
+    import onnx
+
+    from emzoo.runtime.backends.int8_graph import keep_fp32, rewrite_conv_transpose
+
+    graph, _ = rewrite_conv_transpose(onnx.load(str(source)))
     root, quiet = logging.getLogger(), _QuietHint()
     root.addFilter(quiet)
     try:
         quantize_static(
-            str(source),
+            graph,
             str(target),
             Reader(),
             quant_format=QuantFormat.QDQ,
@@ -344,6 +371,7 @@ def _quantize(source: Path, target: Path, batches: list[list[np.ndarray]], names
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=keep_fp32(graph),
         )
     except Exception as e:  # onnxruntime's tools fail with their own types; one line, the cause kept
         raise BackendError(f"onnxruntime could not quantize {source.name}: {type(e).__name__}: {e}") from e

@@ -1,0 +1,167 @@
+"""Out-of-distribution separation of the zoo models: each model's held-out in-distribution images vs
+every other EM image type of the shared data, through the documented ``emzoo calibrate`` command.
+
+For each model the script builds one ``emzoo calibrate`` command from the package's split
+(``config.emzoo.split``): the training images as reference, the validation and test images of the
+training data's kind as held-out images (the false-warning rate), every other image type as
+``--other TYPE=...`` (AUROC and the share flagged). It runs it, and prints the table the package
+then holds (``config.emzoo.ood.measured``). ``--write`` calibrates the zoo packages in place (their
+card section and ``config.bioimageio.evaluations`` entry come from the same run); without it the
+calibrated copies go to a temporary folder. Run from the repository root:
+
+    python benchmarks/ood_separation.py                      # all three, printed only
+    python benchmarks/ood_separation.py --write              # ... and written into zoo_models/
+    python benchmarks/ood_separation.py --models em-denoise-n2v --print-commands
+    python benchmarks/ood_separation.py --cost               # the check's time vs the prediction's
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+DATA = "../shared/data"  # as the cards write it: relative to the repository root
+ISBI, STEM = "isbi2012_membranes", "stem_nanoparticles/images"
+BRIGHT_FIELD = ("PtC1", "PtC2", "PtCo1", "PtCo3", "Pt_carbon1", "Pt_carbon2")  # dark particles
+CRYO = ("cryoem_micrographs/epu2.9_example.mrc", "cryoem_micrographs/fei-extended.mrc")
+
+
+def image_types(data: str) -> dict[str, list[str]]:
+    """Every EM image type of the shared data, as calibrate arguments (files and folders)."""
+    root = Path(data)
+    stem = sorted(p.name for p in (root / STEM).iterdir() if p.suffix.lower() == ".jpg")
+    return {
+        "ssTEM": [f"{data}/{ISBI}/train/image", f"{data}/{ISBI}/unlabeled"],
+        "STEM HAADF": [f"{data}/{STEM}/{n}" for n in stem if Path(n).stem not in BRIGHT_FIELD],
+        "STEM BF": [f"{data}/{STEM}/{n}" for n in stem if Path(n).stem in BRIGHT_FIELD],
+        "atomic STEM": [f"{data}/em_file_formats"],
+        "SEM": [f"{data}/sem_denoising"],
+        "cryo-EM": [f"{data}/{c}" for c in CRYO],
+        "noisy TEM": [f"{data}/noisy_tem"],
+        "tomogram slices": [f"{data}/cryoet_tomogram/tomo.tif"],
+    }
+
+
+def plan(model: str, data: str) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """Reference images, held-out images and the other types of one zoo model, from its split."""
+    split = yaml.safe_load(Path(f"zoo_models/{model}/rdf.yaml").read_text())["config"]["emzoo"]["split"]
+    types = image_types(data)
+    if model == "em-membrane-unet2d":
+        where = f"{data}/{ISBI}/train/image"
+        reference = [f"{where}/{n}" for n in split["train"]]
+        held = [f"{where}/{n}" for n in split["val"] + split["test"]] + [f"{data}/{ISBI}/unlabeled"]
+        del types["ssTEM"]
+    elif model == "em-particle-counter":
+        reference = [f"{data}/{STEM}/{n}" for n in split["train"]]
+        held = [f"{data}/{STEM}/{n}" for n in split["val"] + split["test"]]
+        del types["STEM HAADF"], types["STEM BF"]
+    elif model == "em-denoise-n2v":
+        # micrographs enter whole (their statistics come from the central crop, which the held-out
+        # bottom rows do not overlap); the evaluation's SEM images are another type for this model
+        reference = sorted({f"{data}/{n.split('[')[0]}" for n in split["train"]})
+        held = [f"{data}/{n}" for n in split["val"] if "[" not in n]
+        del types["noisy TEM"]
+        kept = [f"{data}/{n.split('[')[0]}" for n in split["train"] if "[" in n]
+        types["cryo-EM"] = [c for c in types["cryo-EM"] if c not in kept]  # correlated noise: left out
+    else:
+        raise SystemExit(f"{model}: no plan for this model (membrane, counter and denoiser have one)")
+    return reference, held, types
+
+
+def command(model: str, data: str, output: str) -> list[str]:
+    reference, held, types = plan(model, data)
+    words = ["emzoo", "calibrate", f"zoo_models/{model}", *reference]
+    for h in held:
+        words += ["--held-out", h]
+    for kind, paths in types.items():
+        for p in paths:
+            words += ["--other", f"{kind}={p}"]
+    return [*words, "-o", output, "--overwrite", "-q"]
+
+
+def table(package: str) -> list[str]:
+    rdf = Path(package) / "rdf.yaml"
+    ood = yaml.safe_load(rdf.read_text())["config"]["emzoo"]["ood"]
+    measured = ood.get("measured", {})
+    lines = [
+        f"threshold {ood['threshold']:.3g} (image features alone {ood['threshold_image']:.3g}), "
+        f"{ood['calibration']['reference_images']} reference images",
+        f"false-warning rate on {measured.get('held_out_images', 0)} held-out images: "
+        f"{measured.get('false_warning_rate', float('nan')):.1%}",
+        f"{'type':<16} {'images':>6} {'AUROC':>7} {'flagged':>8}",
+    ]
+    for kind, row in measured.get("separation", {}).items():
+        lines.append(f"{kind:<16} {row['images']:>6} {row['auroc']:>7.3f} {row['flagged']:>8.0%}")
+    return lines
+
+
+def cost(models: list[str], data: str) -> None:
+    """The check's time per image against the prediction's, on one training image of each model
+    (median of 5; the check runs twice per input in emzoo predict: before and after the model)."""
+    import numpy as np
+
+    from emzoo.io import Image, read_image
+    from emzoo.runtime.predictor import Predictor
+    from emzoo.tasks.ood import Check
+
+    for model in models:
+        predictor = Predictor(f"zoo_models/{model}")
+        path = plan(model, data)[0][0]
+        image = read_image(path)
+        image = Image(np.asarray(image.data), image.meta)
+        outputs = predictor.predict(image)
+        predict, check = [], []
+        for _ in range(5):
+            start = time.perf_counter()
+            outputs = predictor.predict(image)
+            predict.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            one = Check(predictor.spec.emzoo, image, predictor.spec)
+            one.verdict(), one.verdict(outputs)
+            check.append(time.perf_counter() - start)
+        p, c = float(np.median(predict)), float(np.median(check))
+        shown = f"{model:<22} {Path(path).name:<16} {image.shape!s:<14}"
+        print(f"{shown} predict {p * 1e3:7.1f} ms  check {c * 1e3:5.1f} ms  ({c / p:.1%})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=DATA, help="the shared data folder (default: %(default)s)")
+    parser.add_argument(
+        "--models", nargs="*", default=["em-membrane-unet2d", "em-particle-counter", "em-denoise-n2v"]
+    )
+    parser.add_argument("--write", action="store_true", help="calibrate the zoo packages in place")
+    parser.add_argument("--print-commands", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--cost", action="store_true", help="time the check against the prediction instead")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"{args.data}: no such folder (run from the repository root)")
+    if args.cost:
+        cost(args.models, args.data)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="emzoo-ood-"))
+    for model in args.models:
+        output = f"zoo_models/{model}" if args.write else str(scratch / model)
+        words = command(model, args.data, output)
+        if args.print_commands:
+            print(shlex.join(words))
+            continue
+        start = time.perf_counter()
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        subprocess.run([sys.executable, "-m", "emzoo", *words[1:]], check=True, env=env)
+        print(f"\n== {model} ({time.perf_counter() - start:.0f} s)")
+        print("\n".join(table(output)))
+
+
+if __name__ == "__main__":
+    main()

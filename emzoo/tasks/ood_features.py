@@ -1,0 +1,200 @@
+"""The features the out-of-distribution check compares: cheap statistics of the raw input and of the
+model's outputs, for any package (ONNX, TorchScript or PyTorch) run by emzoo's runtime.
+
+Every feature is computed on one central plane of at most :data:`CROP` x :data:`CROP` pixels (the
+middle z slice of a volume, channels averaged), so the check costs a few milliseconds per image.
+Intensity percentiles are left out on purpose: many EM modalities share them once normalised.
+
+* noise: the noise level relative to the image's spread (the median absolute diagonal wavelet
+  coefficient, as ``skimage.restoration.estimate_sigma``), the correlation of neighbouring pixel
+  differences along x and along y (-0.5 for white noise; scan-line, interpolated and compressed
+  noise differ, and differ between the two directions);
+* texture: how unevenly the local contrast is spread (the 90th and 10th percentiles of the standard
+  deviation in 8 x 8 and 32 x 32 pixel blocks, relative to its median: particles on a flat support
+  vs tissue textured everywhere vs noise everywhere);
+* outputs, per output tensor, in the same window: its low values (1st percentile; density maps go
+  negative where the model is confused), its correlation with the input, and how concentrated its
+  mass is (the share of its positive values in its top 5 % pixels: a density map of real particles
+  concentrates its mass in blobs, "no confident detection" spreads it), and for probabilities
+  (a sigmoid or softmax at the end) the share of confident pixels (below 0.1 or above 0.9).
+
+>>> from emzoo.io.meta import Image, ImageMeta
+>>> rng = np.random.default_rng(0)
+>>> f = image_features(Image(rng.normal(100, 10, (128, 128)), ImageMeta(axes="yx")))
+>>> round(f["corr_x"], 1), round(f["corr_y"], 1)  # white noise: differences anti-correlated
+(-0.5, -0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from emzoo.io.meta import Image
+
+CROP = 512  # features look at a central plane of at most this many pixels per axis
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: its name in ``config.emzoo.ood``, what it is in words, and the smallest spread
+    used to standardise it (so that a feature nearly constant over the training images does not
+    turn a tiny difference into a warning)."""
+
+    name: str
+    words: str
+    floor: float
+
+
+IMAGE_FEATURES = (
+    Feature("noise", "its noise level (log10, relative to its spread)", 0.05),
+    Feature("corr_x", "the correlation of its noise along x", 0.03),
+    Feature("corr_y", "the correlation of its noise along y", 0.03),
+    Feature(
+        "texture8_high",
+        "its most textured 8-px blocks (log10 of the 90th/50th percentile of block contrast)",
+        0.02,
+    ),
+    Feature(
+        "texture8_low", "its flattest 8-px blocks (log10 of the 10th/50th percentile of block contrast)", 0.02
+    ),
+    Feature("texture32_high", "its most textured 32-px blocks (log10 of the 90th/50th percentile)", 0.02),
+    Feature("texture32_low", "its flattest 32-px blocks (log10 of the 10th/50th percentile)", 0.02),
+)
+CONFIDENT = 0.1  # a probability below this or above 1 - this is confident
+TOP = 0.05  # the concentration of an output: the share of its positive mass in this top share of pixels
+
+
+def window(shape: tuple[int, ...], axes: str) -> tuple[Any, ...]:
+    """The index of the central plane: middle z/t slice, central ``CROP`` pixels along y and x."""
+    index: list[Any] = []
+    for letter, n in zip(axes, shape, strict=True):
+        if letter in "yx" and n > CROP:
+            start = (n - CROP) // 2
+            index.append(slice(start, start + CROP))
+        elif letter in "zt":
+            index.append(n // 2)
+        else:
+            index.append(slice(None))
+    return tuple(index)
+
+
+def plane(image: Image) -> np.ndarray:
+    """The central plane of ``image`` as float64 ``(y, x)`` (channels averaged)."""
+    axes = image.meta.axes
+    data = np.asarray(image.data[window(image.shape, axes)], dtype=np.float64)
+    kept = [a for a in axes if a not in "zt"]
+    if "c" in kept:
+        data = data.mean(axis=kept.index("c"))
+        kept.remove("c")
+    if data.ndim != 2:  # a 1D profile or an image without y/x: nothing comparable
+        return np.zeros((0, 0))
+    return data if kept == ["y", "x"] else data.T
+
+
+def image_features(image: Image) -> dict[str, float]:
+    """The features of :data:`IMAGE_FEATURES` of one raw input image ({} when it is constant or
+    smaller than 32 x 32 pixels: see :class:`emzoo.tasks.ood.Check`)."""
+    a = plane(image)
+    if min(a.shape) < 32 or not np.isfinite(a).all():
+        return {}
+    q25, q75 = np.quantile(a[::2, ::2], (0.25, 0.75))  # every 4th pixel: enough for a spread
+    spread = float(q75 - q25) or float(a.std()) * 1.349
+    if spread <= 0:
+        return {}
+    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+    b = a[:h, :w]
+    diagonal = (b[0::2, 0::2] - b[0::2, 1::2] - b[1::2, 0::2] + b[1::2, 1::2]) / 2
+    sigma = float(np.median(np.abs(diagonal))) / 0.6745
+    found = {
+        "noise": float(np.log10(sigma / (spread / 1.349) + 1e-4)),
+        "corr_x": _difference_correlation(a, 1),
+        "corr_y": _difference_correlation(a, 0),
+    }
+    for size in (8, 32):
+        low, mid, high = np.quantile(_block_contrast(a, size), (0.1, 0.5, 0.9))
+        tiny = 1e-9 * spread
+        found[f"texture{size}_high"] = float(np.log10((high + tiny) / (mid + tiny)))
+        found[f"texture{size}_low"] = float(np.log10((low + tiny) / (mid + tiny)))
+    return found
+
+
+def _block_contrast(a: np.ndarray, size: int) -> np.ndarray:
+    """The standard deviation of every ``size`` x ``size`` block."""
+    h, w = a.shape[0] // size * size, a.shape[1] // size * size
+    return a[:h, :w].reshape(h // size, size, w // size, size).std(axis=(1, 3)).ravel()
+
+
+def _difference_correlation(a: np.ndarray, axis: int) -> float:
+    """Lag-1 correlation of neighbouring differences along ``axis``: -0.5 for white noise, towards +1
+    for smooth structure or correlated noise. Every other line across ``axis`` is enough."""
+    lines = a[::2] if axis == 1 else a[:, ::2]
+    d = np.diff(lines.astype(np.float32), axis=axis)
+    d = d - d.mean(dtype=np.float64)
+    var = float(np.mean(d * d))
+    if var == 0:
+        return 0.0
+    head = d[:, :-1] if axis == 1 else d[:-1]
+    tail = d[:, 1:] if axis == 1 else d[1:]
+    return float(np.mean(head * tail) / var)
+
+
+def output_features_of(spec) -> tuple[Feature, ...]:
+    """The output features a package's outputs give (their names start with the output's id)."""
+    from emzoo.drivers.outputs import is_probability
+
+    found: list[Feature] = []
+    for t in spec.outputs:
+        if t.spatial_axes:
+            if is_probability(t):
+                found.append(Feature(f"{t.id}.confident", f"the share of confident {t.id!r} pixels", 0.01))
+            found += [
+                Feature(f"{t.id}.p1", f"the low values (1st percentile) of its {t.id!r} output", 1e-6),
+                Feature(f"{t.id}.corr_in", f"the correlation of its {t.id!r} output with the input", 0.02),
+                Feature(
+                    f"{t.id}.concentration",
+                    f"the share of its {t.id!r} output's mass in its top {TOP:.0%} pixels",
+                    0.01,
+                ),
+            ]
+    return tuple(found)
+
+
+def output_features(spec, image: Image, outputs: Mapping[str, Image]) -> dict[str, float]:
+    """The output features (:func:`output_features_of`) of one prediction of ``image``."""
+    names = {f.name for f in output_features_of(spec)}
+    source = plane(image)
+    found: dict[str, float] = {}
+    for tid, out in outputs.items():
+        if f"{tid}.p1" not in names:
+            continue
+        values = np.asarray(out.data[window(out.shape, out.meta.axes)], dtype=np.float32)
+        if values.size == 0 or not np.isfinite(values).all():
+            continue
+        first = values[0] if values.ndim == 3 and "c" in out.meta.axes else values
+        if first.ndim != 2:
+            continue
+        values = values[..., ::2, ::2].ravel()  # every 4th pixel: statistics of the values
+        positive = np.clip(values, 0, None)
+        k = max(1, int(TOP * positive.size))
+        total = float(positive.sum(dtype=np.float64))
+        top = float(np.partition(positive, positive.size - k)[-k:].sum(dtype=np.float64))
+        found |= {
+            f"{tid}.p1": float(np.quantile(values, 0.01)),
+            f"{tid}.corr_in": _correlation(first[::2, ::2], source[::2, ::2]),
+            f"{tid}.concentration": top / total if total > 0 else 1.0,
+        }
+        if f"{tid}.confident" in names:
+            found[f"{tid}.confident"] = float(np.mean((values < CONFIDENT) | (values > 1 - CONFIDENT)))
+    return found
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape or a.size < 2:
+        return 0.0
+    a, b = a - a.mean(dtype=np.float64), b - b.mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm > 0 else 0.0

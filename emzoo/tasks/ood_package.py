@@ -1,0 +1,229 @@
+"""Write a calibrated copy of a package: its ``config.emzoo.ood`` statistics, the measured separation
+as a ``config.bioimageio.evaluations`` entry, and an "Out-of-distribution check" section in its
+card. Everything goes through bioimageio.spec (loaded, changed with ``model_copy``, saved as a zip
+or a folder and read back); the package is written to a hidden partial path and moved into place
+only when it validates, so the original is never touched unless it is the output (``overwrite``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emzoo.atomic import atomic_path
+from emzoo.errors import PackageError, UsageError, literal
+from emzoo.tasks.ood_calibrate import Calibration
+
+SECTION = "## Out-of-distribution check"
+METRICS = ("auroc", "flagged", "false_warnings")
+METRICS_LONG = (
+    "AUROC of the out-of-distribution score: held-out in-distribution images vs images of this type",
+    "share of the images of this type flagged out of distribution at the package's threshold",
+    "false-warning rate: share of the held-out in-distribution images flagged (the same for every type)",
+)
+
+
+def write_calibrated(
+    model: str | Path,
+    output: str | Path,
+    result: Calibration,
+    *,
+    command: str | None = None,
+    overwrite: bool = False,
+    type_notes: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model`` with ``result`` recorded to ``output`` (``.zip``: a zip, else a folder).
+    ``command`` (how the statistics were made) goes to the card; ``type_notes`` describe each
+    other image type (the evaluation's long factor names)."""
+    from bioimageio.spec import InvalidDescr, load_description, load_model_description
+
+    output = Path(output)
+    source = Path(model)
+    if output.exists() and not overwrite:
+        raise UsageError(
+            f"{literal(output)} exists already: choose another output or replace it ({{overwrite=True}})"
+        )
+    descr = load_model_description(_rdf(source), perform_io_checks=False)
+    emzoo = dict(descr.config.emzoo or {}) if hasattr(descr.config, "emzoo") else {}
+    emzoo["ood"] = {**result.stats.to_dict(), **measured_record(result)}
+    bioimageio = descr.config.bioimageio
+    kept = [e for e in bioimageio.evaluations if list(e.metrics[:1]) != [METRICS[0]]]
+    if result.others:
+        kept.append(_evaluation(result, kept, type_notes or {}))
+    config = descr.config.model_copy(
+        update={"emzoo": emzoo, "bioimageio": bioimageio.model_copy(update={"evaluations": kept})}
+    )
+    update: dict[str, Any] = {"config": config}
+    stage = Path(tempfile.mkdtemp(prefix="emzoo-calibrate-"))
+    try:
+        card = _card(descr, source)
+        if card is not None:
+            from bioimageio.spec.common import FileDescr
+
+            name = Path(str(descr.documentation.source)).name
+            (stage / name).write_text(with_section(card, card_section(result, command)), encoding="utf-8")
+            update["documentation"] = FileDescr(source=stage / name)
+        _save(descr.model_copy(update=update), output, load_description, InvalidDescr)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return output
+
+
+def _rdf(source: Path) -> Path:
+    if source.is_dir():
+        return source / "rdf.yaml"
+    return source
+
+
+def _save(descr, output: Path, load_description, invalid) -> None:
+    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+
+    with atomic_path(output) as partial:
+        if output.suffix.lower() == ".zip":
+            save_bioimageio_package(descr, output_path=partial)
+            check = partial
+        else:
+            save_bioimageio_package_as_folder(descr, output_path=partial)
+            check = partial / "rdf.yaml"
+        loaded = load_description(check, perform_io_checks=True)
+        if isinstance(loaded, invalid):
+            from emzoo.package.validation import one_paragraph
+
+            raise PackageError(one_paragraph(str(output), loaded.validation_summary))
+        if output.is_dir():  # the package it replaces (a folder cannot be renamed over)
+            shutil.rmtree(output)
+        elif output.exists():
+            output.unlink()
+
+
+def measured_record(result: Calibration) -> dict[str, Any]:
+    """The separation and false-warning rate, for ``config.emzoo.ood.measured``."""
+    measured: dict[str, Any] = {}
+    rate = result.false_warning_rate()
+    if rate is not None:
+        measured["false_warning_rate"] = round(rate, 4)
+        measured["held_out_images"] = len(result.held_out)
+    if result.others:
+        measured["separation"] = {
+            kind: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            for kind, row in result.separation().items()
+        }
+    return {"measured": measured} if measured else {}
+
+
+def _evaluation(result: Calibration, existing: Sequence[Any], notes: dict[str, str]):
+    """The separation as a bioimage.io evaluation: one factor per other image type (and overall)."""
+    from bioimageio.spec.model import v0_5
+
+    table = result.separation()
+    rate = result.false_warning_rate()
+    first = existing[0] if existing else None
+    factors = list(table)
+    long = [
+        notes.get(kind, f"{row['images']} images of type {kind}")
+        if kind != "overall"
+        else f"all {row['images']} images of the other types together"
+        for kind, row in table.items()
+    ]
+    nan = float("nan")
+    results = [
+        [round(table[k]["auroc"], 4) for k in factors],
+        [round(table[k]["flagged"], 4) for k in factors],
+        [round(rate, 4) if rate is not None else nan for _ in factors],
+    ]
+    summary = (
+        f"Out-of-distribution check: {len(result.held_out)} held-out in-distribution images vs "
+        f"{sum(len(v) for v in result.others.values())} images of {len(result.others)} other EM image "
+        f"types; overall AUROC {table.get('overall', next(iter(table.values())))['auroc']:.3f}, "
+        + (f"false-warning rate {rate:.3f} " if rate is not None else "")
+        + f"at the threshold {result.stats.threshold:.3g}."
+    )
+    return v0_5.Evaluation(
+        dataset_id="out-of-distribution-em-image-types",
+        dataset_source=str(first.dataset_source) if first is not None else "https://bioimage.io",
+        dataset_role="independent",
+        sample_count=len(result.held_out) + sum(len(v) for v in result.others.values()),
+        evaluation_factors=factors,
+        evaluation_factors_long=long,
+        metrics=list(METRICS),
+        metrics_long=list(METRICS_LONG),
+        results=results,
+        results_summary=summary,
+    )
+
+
+def _card(descr, source: Path) -> str | None:
+    """The package's card text (None when it has none, or not as a Markdown file)."""
+    if descr.documentation is None:
+        return None
+    from bioimageio.spec.common import RelativeFilePath
+
+    doc = descr.documentation.source
+    if isinstance(doc, RelativeFilePath):
+        path = doc.get_absolute(descr.root)
+        try:
+            return Path(str(path)).read_text(encoding="utf-8")
+        except OSError:
+            pass
+    from bioimageio.spec.utils import download
+
+    return Path(download(doc).path).read_text(encoding="utf-8")
+
+
+def with_section(card: str, section: str) -> str:
+    """The card with its out-of-distribution section replaced, or added before the "Reproduce this
+    model" section (at the end when there is none)."""
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", flags=re.M | re.S)
+    if pattern.search(card):
+        return pattern.sub(lambda _: section + "\n", card, count=1)
+    anchor = card.find("\n## Reproduce this model")
+    if anchor < 0:
+        return card.rstrip("\n") + "\n\n" + section
+    return card[: anchor + 1] + section + "\n" + card[anchor + 1 :]
+
+
+def card_section(result: Calibration, command: str | None) -> str:
+    """The card's "Out-of-distribution check" section: what is compared, the calibration, and the
+    measured separation."""
+    s = result.stats
+    lines = [
+        SECTION,
+        "",
+        f"`emzoo predict` scores every input against the features of the {len(result.reference)} "
+        "reference (training) images recorded in `config.emzoo.ood`: noise level and the correlation of "
+        "the noise along x and y, how unevenly local contrast is spread (8 and 32 px blocks), and "
+        "statistics of the model's outputs (low values, correlation with the input, how concentrated "
+        "their mass is, confident pixels of probabilities); the score is the distance to the nearest "
+        "reference image in standardised units. An input "
+        f"above the threshold ({s.threshold:.3g}; image features alone, before the model runs: "
+        f"{s.threshold_image:.3g}) is reported out of distribution with its reasons, in the summary and "
+        "in the provenance record (`--ood warn`, the default; `--ood skip` writes no output for it, "
+        f"`--ood fail` stops the run). The thresholds are {s.spacings:g} typical spacings of the reference "
+        "images: their median leave-one-out score (each image against the others) times "
+        f"{s.spacings:g}.",
+    ]
+    rate = result.false_warning_rate()
+    if result.others:
+        lines += [
+            "",
+            "Measured separation (AUROC: held-out in-distribution images vs each other image type; "
+            "flagged: share of that type above the threshold):",
+            "",
+            "| image type | images | AUROC | flagged |",
+            "|---|---|---|---|",
+        ]
+        for kind, row in result.separation().items():
+            lines.append(f"| {kind} | {row['images']} | {row['auroc']:.3f} | {row['flagged']:.0%} |")
+    if rate is not None:
+        lines += [
+            "",
+            f"False-warning rate on the {len(result.held_out)} held-out in-distribution images: "
+            f"{rate:.1%} (worst score {max(h.score for h in result.held_out):.3g}).",
+        ]
+    if command:
+        lines += ["", "Recorded (and recorded again after retraining) with:", "", "```bash", command, "```"]
+    return "\n".join(lines) + "\n"

@@ -77,7 +77,7 @@ def _epoch_time(uc, data_dir: Path | None, run_dir: Path | None, overrides, devi
     metavar="M",
     help="Time budget of this call in minutes (overrides the use case's `minutes` parameter where it has "
     "one; 0: none). Checked before every step: the epoch under way is validated and saved, then training "
-    "stops; --resume goes on with a new budget.",
+    "stops; --resume goes on with a new budget. The learning rate falls from lr to 0 over the budget.",
 )
 @click.option(
     "--init",

@@ -10,8 +10,8 @@ completed epoch with the model, optimizer, RNG states, early-stopping counter an
 checkpoint, so that the resumed run trains like an uninterrupted one.
 
 A time budget (``minutes``) counts from the start of :func:`train` and is checked before every step:
-the epoch under way ends early (keeping time for its validation), is validated and checkpointed as
-usual, and the run stops as ``time_limit``; ``resume=True`` goes on with a new budget.
+the epoch under way ends early, is validated and checkpointed, and the run stops as ``time_limit``
+(``resume=True`` goes on with a new budget); the learning rate falls from ``lr`` to 0 over it.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class _Trainer:
         device: torch.device,
         progress: bool,
         *,
-        started: float | None = None,  # time.perf_counter() when train() began: the budget's start
-        initial: Mapping[str, Any] | None = None,  # a state dict to start from (train's init)
+        started: float | None = None,  # time.perf_counter() when train() began (the budget's start)
+        initial: Mapping[str, Any] | None = None,  # a state dict to start from
     ):
         self.uc: UseCase = setup.usecase
         self.p = setup.params
@@ -126,12 +126,10 @@ class _Trainer:
         minutes = float(self.p.get("minutes") or 0)
         self.deadline = self.started + 60 * minutes if minutes > 0 else None
         self.val_seconds = self.step_seconds = 0.0  # how long the last validation and step took
-        self.steps = 0  # training steps of the epoch under way
-        self.out_of_time = False
+        self.steps, self.out_of_time = 0, False  # training steps of the epoch under way; budget spent
 
     def time_left(self) -> bool:
-        """Is there time for another step and a validation (as long as the last ones took, with a
-        margin for a machine that gets busier) before the deadline?"""
+        """Is there time for a step and a validation (as long as the last ones, and a margin)?"""
         reserve = 1.5 * (self.val_seconds + self.step_seconds)
         return self.deadline is None or time.perf_counter() + reserve < self.deadline
 
@@ -200,6 +198,16 @@ class _Trainer:
             raise UsageError(f"no training batch in epoch {self.epoch}: fewer samples than batch_size")
         return total / count
 
+    def _anneal(self) -> None:
+        """With a budget, lr falls (cosine) to 0 at its end or at the last epoch, whichever is first."""
+        per = self.p["iterations_per_epoch"]
+        done = max(
+            (time.perf_counter() - self.started) / (self.deadline - self.started),
+            ((self.epoch - 1) * per + self.steps) / (self.p["epochs"] * per),
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.p["lr"] * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One optimiser step on a batch; returns its loss."""
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -211,6 +219,8 @@ class _Trainer:
                 "try a smaller learning rate ({overrides=lr=...})"
             )
         loss.backward()
+        if self.deadline is not None:
+            self._anneal()
         clip = float(self.p.get("grad_clip") or 0)  # optional per use case (params.yaml: grad_clip)
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -347,10 +357,8 @@ class _Trainer:
                 metrics, samples = self.validate()
                 self.val_seconds = time.perf_counter() - validation_start
                 row = self.end_epoch(train_loss, metrics, samples, time.perf_counter() - start)
-                if self.deadline is None:
-                    bar.update(1)
-                else:
-                    bar.n = min(bar.total, round(time.perf_counter() - self.started))
+                elapsed = round(time.perf_counter() - self.started)
+                bar.n = self.epoch if self.deadline is None else min(bar.total, elapsed)
                 shown = {"epoch": str(self.epoch)} if self.deadline is not None else {}
                 shown["train loss"] = f"{train_loss:.4f}"  # a metric may be named "loss" too
                 shown[f"val {self.metric_name}"] = f"{metrics[self.metric_name]:.4f}"
@@ -391,16 +399,8 @@ def train(
             "checkpoint: leave out {init} or {resume=True}"
         )
     dev = resolve_device(device)
-    setup = prepare_run(
-        usecase,
-        data_dir,
-        run_dir,
-        overrides=overrides,
-        epochs=epochs,
-        minutes=minutes,
-        resume=resume,
-        device=str(dev),
-    )
+    checked = {"overrides": overrides, "epochs": epochs, "minutes": minutes, "resume": resume}
+    setup = prepare_run(usecase, data_dir, run_dir, **checked, device=str(dev))
     initial = None
     if init is not None:
         fresh = setup.usecase.build_model(setup.params)

@@ -144,7 +144,7 @@ class Predictor:
         take = tuple(0 if a.type == "batch" else slice(None) for a in tensor.axes)
         arr = data[take]
         if not keep_axes and "c" in letters and arr.shape[letters.index("c")] == 1 and len(letters) > 1:
-            arr = np.take(arr, 0, axis=letters.index("c"))
+            arr = arr[(slice(None),) * letters.index("c") + (0,)]  # a view: np.take would copy
             letters = letters.replace("c", "")
         pixel_size = {}
         for axis in tensor.axes:

@@ -59,7 +59,7 @@ def test_noise_estimate(uc):
 def test_loss_sees_only_the_masked_pixels(uc):
     import torch
 
-    loss = uc.loss({})
+    loss = uc.loss({"method": "n2v", "ne2ne_gamma": 2.0})
     noisy = torch.zeros(2, 1, 8, 8)
     mask = torch.zeros(2, 1, 8, 8)
     mask[:, :, 2, 3] = 1

@@ -23,6 +23,8 @@ from emzoo.errors import InputError
 from emzoo.packaging.info import TensorInfo
 from emzoo.train.split import natural_key
 
+from .pairs import pair_code
+
 log = logging.getLogger(__name__)
 EPS = 1e-6  # of the normalisation, in training (normalise) and inside the packaged network alike
 
@@ -320,6 +322,8 @@ class BlindSpotDataset(Dataset):
             patch = (patch * (1 + rng.uniform(-jitter, jitter)) + rng.uniform(-jitter, jitter)).astype(
                 np.float32
             )
+        if p["method"] == "ne2ne":  # the whole noisy piece: the network draws its sub-images (pairs.py)
+            return patch[None], np.stack([patch, np.zeros_like(patch)])
         masked, mask = blind_spot(patch, p["mask_fraction"], p["mask_radius"], rng)
         return masked[None], np.stack([patch, mask])
 
@@ -337,24 +341,32 @@ def val_masks(pixels: int, fraction: float) -> int:
 
 class ValidationDataset(Dataset):
     """Fixed masked pieces of the validation tiles and micrograph strips (same masks every epoch): the
-    N2V loss on pixels the network never trained on; each piece with :func:`val_masks` masks."""
+    N2V loss on pixels the network never trained on; each piece with :func:`val_masks` masks. For
+    Neighbor2Neighbor, fixed pairs instead (:func:`~.pairs.pair_code`): the loss of ``f(g1)`` against
+    ``g2`` (a blind-spot loss would penalise a network that is not blind for seeing its pixel)."""
 
     def __init__(self, sources: list[Source], params: dict):
         size = params["val_crop"]
-        multiple = 2 ** params["depth"]
+        pairs = params["method"] == "ne2ne"  # Neighbor2Neighbor: fixed pairs of half-size sub-images
+        multiple = 2 ** (params["depth"] + pairs)
         patches = []
         for source in sources:
             top, bottom = source.rows
             h = min(size, bottom - top) // multiple * multiple
             w = min(size, source.image.shape[1]) // multiple * multiple
             patches.append(np.ascontiguousarray(source.image[top : top + h, :w]))
-        n_masks = val_masks(sum(p.size for p in patches), params["mask_fraction"])
+        n_masks = val_masks(sum(p.size for p in patches), 0.25 if pairs else params["mask_fraction"])
         self.names, self.items = [], []
         for j in range(n_masks):  # all pieces with their first mask first (the sample PNGs)
             for k, (source, patch) in enumerate(zip(sources, patches, strict=True)):
-                rng = np.random.default_rng([params["seed"], 7919, k] + ([j] if j else []))
-                masked, mask = blind_spot(patch, params["mask_fraction"], params["mask_radius"], rng)
+                seed = [params["seed"], 7919, k] + ([j] if j else [])
                 self.names.append(source.name.replace("/", "_") + (f"_mask{j}" if j else ""))
+                if pairs:
+                    self.items.append(pair_code(torch.from_numpy(patch), seed))
+                    continue
+                masked, mask = blind_spot(
+                    patch, params["mask_fraction"], params["mask_radius"], np.random.default_rng(seed)
+                )
                 self.items.append((torch.from_numpy(masked[None]), torch.from_numpy(np.stack([patch, mask]))))
 
     def __len__(self) -> int:

@@ -7,7 +7,9 @@ its pixels, as the package's ``zero_mean_unit_variance`` did), runs the U-Net on
 ``(x - mean) / (std + eps)`` and returns ``unet(...) * (std + eps) + mean``: the exact inverse, which
 no spec-0.5 post-processing op can express with per-image statistics. Its layers, their names and so
 its state dict are those of :class:`emzoo.architectures.unet.UNet` (2D), so the same weights load
-into either: the U-Net trains on normalised pieces, the package holds this network.
+into either: the U-Net trains on normalised pieces, the package holds this network. With
+``upsample="resize"`` the decoder doubles the size by bilinear resizing and a 3x3 convolution instead
+of a transposed convolution (no checkerboard grid; another state dict).
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+def _up(cin: int, cout: int, how: str) -> nn.Module:
+    if how == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 2, stride=2)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+        nn.Conv2d(cin, cout, 3, padding=1),
+    )
+
+
 class GreyLevelUNet(nn.Module):
     """``UNet(depth, features)`` (2D, the same layers) between a per-image normalisation and its
     inverse; ``in_channels``, ``out_channels`` and ``dims`` are those of the U-Net (``dims`` must
-    be 2: the keyword is kept so that the U-Net's architecture keywords build it)."""
+    be 2: the keyword is kept so that the U-Net's architecture keywords build it); ``upsample``:
+    ``"transpose"`` (the U-Net's layers) or ``"resize"``."""
 
     def __init__(
         self,
@@ -40,10 +52,13 @@ class GreyLevelUNet(nn.Module):
         features: int = 16,
         dims: int = 2,
         eps: float = 1e-6,
+        upsample: str = "transpose",
     ):
         super().__init__()
         if dims != 2:
             raise ValueError(f"GreyLevelUNet is 2D; dims={dims}")
+        if upsample not in ("transpose", "resize"):
+            raise ValueError(f"upsample must be 'transpose' or 'resize', not {upsample!r}")
         widths = [features * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList()
         cin = in_channels
@@ -55,7 +70,7 @@ class GreyLevelUNet(nn.Module):
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for i in range(depth, 0, -1):
-            self.ups.append(nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2))
+            self.ups.append(_up(widths[i], widths[i - 1], upsample))
             self.decoders.append(_conv_block(2 * widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         self.depth = depth

@@ -24,6 +24,7 @@ from . import baseline, data, folder
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_ID = "denoised"
+METHODS = ("n2v", "ne2ne")  # Noise2Void, Neighbor2Neighbor
 DEFAULT_NLM_FACTOR = 0.8  # scikit-image's suggestion, used when the tuning draw is absent
 EMDIFFUSE_URL = "https://github.com/Luchixiang/EMDiffuse"
 MRCFILE_URL = "https://github.com/ccpem/mrcfile"
@@ -72,6 +73,18 @@ class Denoising(UNetUseCase):
             raise UsageError(f"intensity_jitter must be >= 0, not {params['intensity_jitter']}")
         if not 0 < params["val_fraction"] < 0.5:
             raise UsageError(f"val_fraction must be in (0, 0.5), not {params['val_fraction']}")
+        if params["method"] not in METHODS:
+            raise UsageError(f"method must be one of {', '.join(METHODS)}, not {params['method']!r}")
+        if params["upsample"] not in ("transpose", "resize"):
+            raise UsageError(f"upsample must be transpose or resize, not {params['upsample']!r}")
+        if params["ne2ne_gamma"] < 0:
+            raise UsageError(f"ne2ne_gamma must be >= 0, not {params['ne2ne_gamma']}")
+        multiple = 2 ** (params["depth"] + 1)
+        if params["method"] == "ne2ne" and params["patch_size"] % multiple:
+            raise UsageError(
+                f"patch_size {params['patch_size']} must be a multiple of 2**(depth+1) = {multiple} for "
+                "method ne2ne (it trains on half-size sub-images)"
+            )
 
     def datasets(self, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         from emzoo.errors import InputError
@@ -148,8 +161,21 @@ class Denoising(UNetUseCase):
 
     # -- model, loss, metrics ------------------------------------------------------------------------
 
+    def unet_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**super().unet_kwargs(params), "upsample": params["upsample"]}
+
+    def build_model(self, params: dict[str, Any]):
+        """The U-Net as it trains (:class:`~.pairs.TrainingNet`: Neighbor2Neighbor's pairs if asked)."""
+        from .pairs import TrainingNet
+
+        return TrainingNet(**self.unet_kwargs(params), method=params["method"])
+
     def architecture(self, params: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
         return HERE / "network.py", "GreyLevelUNet", self.unet_kwargs(params)
+
+    def package_config(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The package asks for test-time augmentation (``tta``: the mean over the 8 flips and turns)."""
+        return {"tta": bool(params["tta"])}
 
     def packaged_model(self, model, params: dict[str, Any]):
         """The trained U-Net inside :class:`~.network.GreyLevelUNet` (the same state dict)."""
@@ -160,14 +186,17 @@ class Denoising(UNetUseCase):
         return packaged
 
     def loss(self, params: dict[str, Any]):
-        from .loss import MaskedMSE
+        from .loss import MaskedMSE, NeighbourLoss
 
-        return MaskedMSE()
+        return NeighbourLoss(params["ne2ne_gamma"]) if params["method"] == "ne2ne" else MaskedMSE()
 
     def metrics(self, prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
-        """``prediction``: the denoised validation piece (masked input); ``target``: [noisy, mask]."""
+        """``prediction``: the denoised validation piece (masked input); ``target``: [noisy, mask]; for
+        Neighbor2Neighbor ``f(g1)`` and ``[g2, 1]``."""
         noisy, mask = target[0], target[1] > 0
         residual = prediction[0] - noisy
+        if mask.all():  # Neighbor2Neighbor's pairs: f(g1) against g2 (every pixel held out)
+            return {"masked_mse": float(np.mean(residual**2))}
         return {
             "masked_mse": float(np.mean(residual[mask] ** 2)),
             "unmasked_mse": float(np.mean(residual[~mask] ** 2)),

@@ -1,14 +1,15 @@
 """Lower precision for ONNX weights on CPU: ``int8`` by static quantization, done once per model.
 
-``int8`` quantizes the weights with onnxruntime's own tools (:func:`onnxruntime.quantization.quantize_static`:
-QDQ format, per-channel int8 weights, uint8 activations: measured faster than int8 activations on this
-kind of CPU, where onnxruntime fuses QDQ convolutions into its VNNI/AMX int8 kernels), after the exact
-rewrites of :mod:`emzoo.runtime.backends.int8_graph` (up-sampling ConvTranspose as Conv + DepthToSpace,
-which have int8 kernels; first convolutions of one-channel images kept fp32). The activation
-ranges are calibrated on what the network really sees: the blocks the runtime feeds it (normalised as it
-normalises them, at the block size it plans), of the package's test inputs or of the images given as
-``DeviceSpec.calibrate`` (at most :data:`CALIBRATION_TILES` blocks). The quantized model and the
-deviation it shows on the package's test inputs are cached in emzoo's cache folder
+``int8`` quantizes the weights with onnxruntime's own tools
+(:func:`onnxruntime.quantization.quantize_static`: QDQ format, per-channel int8 weights, uint8
+activations: measured faster than int8 activations on this kind of CPU, where onnxruntime fuses QDQ
+convolutions into its VNNI/AMX int8 kernels), after the exact rewrites of
+:mod:`emzoo.runtime.backends.int8_graph` (up-sampling ConvTranspose as Conv + a channels-last pixel
+shuffle, which run in int8 without layout changes; first convolutions of one-channel images kept fp32).
+The activation ranges are calibrated on what the network really sees: the blocks the runtime feeds it
+(normalised as it normalises them, at the block size it plans), of the package's test inputs or of the
+images given as ``DeviceSpec.calibrate`` (at most :data:`CALIBRATION_TILES` blocks). The quantized model
+and the deviation it shows on the package's test inputs are cached in emzoo's cache folder
 (``precision/``), keyed by the weights' sha256, the calibration data and the onnxruntime version.
 
 A package may declare the largest deviation it accepts (``config.emzoo.precision.max_deviation``, in
@@ -43,7 +44,7 @@ from emzoo.runtime.settings import DeviceSpec, TileSettings
 log = logging.getLogger(__name__)
 
 CALIBRATION_TILES = 16  # blocks of calibration data: 8-16 are enough for the activation ranges
-RECIPE = "qdq-u8act-s8w-perchannel-minmax-2"  # changes when the quantization settings change
+RECIPE = "qdq-u8act-s8w-perchannel-minmax-3"  # changes when the quantization settings change
 
 # why each precision does not run (None: it runs), per (precision, weight format, device)
 _NO_BF16 = (
@@ -356,7 +357,7 @@ def _quantize(source: Path, target: Path, batches: list[list[np.ndarray]], names
         raise BackendError("no calibration blocks were produced: give other images with {calibrate}")
     import onnx
 
-    from emzoo.runtime.backends.int8_graph import keep_fp32, rewrite_conv_transpose
+    from emzoo.runtime.backends.int8_graph import keep_fp32, rewrite_conv_transpose, shapes_from_integers
 
     graph, _ = rewrite_conv_transpose(onnx.load(str(source)))
     root, quiet = logging.getLogger(), _QuietHint()
@@ -377,3 +378,6 @@ def _quantize(source: Path, target: Path, batches: list[list[np.ndarray]], names
         raise BackendError(f"onnxruntime could not quantize {source.name}: {type(e).__name__}: {e}") from e
     finally:
         root.removeFilter(quiet)
+    quantized = onnx.load(str(target))
+    if shapes_from_integers(quantized):
+        onnx.save(quantized, str(target))

@@ -163,9 +163,9 @@ def mean_std(t: Tensor, axes: Sequence[str] | None) -> tuple[np.ndarray, np.ndar
     """
     dims = _reduce_axes(t, axes)
     count = int(np.prod([t.data.shape[d] for d in dims])) if dims else 1
-    dtype = np.dtype(t.data.dtype)
-    if dims and count and (dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2)):
-        return _integer_mean_std(t, dims, count)
+    value_bins = _value_bins(np.dtype(t.data.dtype))
+    if dims and count and value_bins is not None:
+        return _integer_mean_std(t, dims, count, *value_bins)
     total = sum(np.sum(b, axis=dims, keepdims=True, dtype=np.float64) for b in _blocks(t, dims))
     mean = total / count
     squares = sum(
@@ -175,12 +175,21 @@ def mean_std(t: Tensor, axes: Sequence[str] | None) -> tuple[np.ndarray, np.ndar
     return mean, np.sqrt(squares / count)
 
 
-def _integer_mean_std(t: Tensor, dims: tuple[int, ...], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`mean_std` of integers of up to 16 bits from one histogram per group of the kept axes."""
-    info = np.iinfo(np.uint8 if t.data.dtype == np.bool_ else t.data.dtype)
-    values = np.arange(int(info.min), int(info.max) + 1, dtype=np.float64)
-    lo = np.full(1, float(info.min))
-    counts = _histogram(t, dims, lo, values.size, np.ones(1), exact=True)
+def _value_bins(dtype: np.dtype) -> tuple[int, int] | None:
+    """``(lowest value, number of values)`` of a dtype small enough for one histogram bin per value
+    (booleans, integers of up to 16 bits), else None."""
+    if dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2):
+        info = np.iinfo(np.uint8 if dtype.kind == "b" else dtype)
+        return int(info.min), int(info.max) - int(info.min) + 1
+    return None
+
+
+def _integer_mean_std(
+    t: Tensor, dims: tuple[int, ...], count: int, lowest: int, bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mean_std` from one histogram per group of the kept axes, one bin per possible value."""
+    values = np.arange(lowest, lowest + bins, dtype=np.float64)
+    counts = _histogram(t, dims, np.full(1, float(lowest)), bins, np.ones(1), exact=True)
     mean = counts @ values / count
     var = np.einsum("gv,gv->g", counts, np.square(values[None, :] - mean[:, None])) / count
     keep_shape = [1 if d in dims else int(n) for d, n in enumerate(t.data.shape)]
@@ -262,10 +271,10 @@ def _streaming_quantiles(
     if n == 0:
         raise ValueError("quantiles of an empty tensor")
     dtype = np.dtype(t.data.dtype)
-    if dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2):
-        info = np.iinfo(np.uint8 if dtype.kind == "b" else dtype)
-        lo, hi = np.full(n_groups, float(info.min)), None
-        bins, width, exact = int(info.max) - int(info.min) + 1, np.ones(n_groups), True
+    value_bins = _value_bins(dtype)
+    if value_bins is not None:
+        lo, hi = np.full(n_groups, float(value_bins[0])), None
+        bins, width, exact = value_bins[1], np.ones(n_groups), True
     else:
         lo, hi = _min_max(t, dims, kept, n_groups)
         exact = dtype.kind in "iu" and float(np.max(hi - lo)) < EXACT_INT_SPAN

@@ -355,6 +355,7 @@ class ValidationDataset(Dataset):
             h = min(size, bottom - top) // multiple * multiple
             w = min(size, source.image.shape[1]) // multiple * multiple
             patches.append(np.ascontiguousarray(source.image[top : top + h, :w]))
+        # a pair scores one pixel of every 2x2 cell: a quarter of the piece
         n_masks = val_masks(sum(p.size for p in patches), 0.25 if pairs else params["mask_fraction"])
         self.names, self.items = [], []
         for j in range(n_masks):  # all pieces with their first mask first (the sample PNGs)

@@ -23,8 +23,9 @@ class MaskedMSE(nn.Module):
 
 class NeighbourLoss(nn.Module):
     """Neighbor2Neighbor: ``mean((f(g1) - g2)^2) + gamma * mean((f(g1) - g2 - (g1(f(y)) - g2(f(y))))^2)``
-    on the three channels :class:`~.pairs.TrainingNet` returns in training; on one channel (the
-    validation's masked pieces) the Noise2Void loss, so that both methods validate alike."""
+    on the three channels :class:`~.pairs.TrainingNet` returns in training; on one channel (a
+    validation piece's ``f(g1)`` against its target ``[g2, 1]``, :func:`~.pairs.pair_code`) the
+    squared error of ``f(g1)`` against ``g2``."""
 
     def __init__(self, gamma: float):
         super().__init__()

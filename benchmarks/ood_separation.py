@@ -9,7 +9,7 @@ then holds (``config.emzoo.ood.measured``). ``--write`` calibrates the zoo packa
 card section and ``config.bioimageio.evaluations`` entry come from the same run); without it the
 calibrated copies go to a temporary folder. Run from the repository root:
 
-    python benchmarks/ood_separation.py                      # all three, printed only
+    python benchmarks/ood_separation.py                      # every zoo model, printed only
     python benchmarks/ood_separation.py --write              # ... and written into zoo_models/
     python benchmarks/ood_separation.py --models em-denoise-n2v --print-commands
     python benchmarks/ood_separation.py --cost               # the check's time vs the prediction's
@@ -52,7 +52,7 @@ def image_types(data: str) -> dict[str, list[str]]:
 
 def plan(model: str, data: str) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """Reference images, held-out images and the other types of one zoo model, from its split."""
-    split = yaml.safe_load(Path(f"zoo_models/{model}/rdf.yaml").read_text())["config"]["emzoo"]["split"]
+    split = _split(model)
     types = image_types(data)
     if model == "em-membrane-unet2d":
         where = f"{data}/{ISBI}/train/image"
@@ -64,16 +64,48 @@ def plan(model: str, data: str) -> tuple[list[str], list[str], dict[str, list[st
         held = [f"{data}/{STEM}/{n}" for n in split["val"] + split["test"]]
         del types["STEM HAADF"], types["STEM BF"]
     elif model == "em-denoise-n2v":
-        # micrographs enter whole (their statistics come from the central crop, which the held-out
-        # bottom rows do not overlap); the evaluation's SEM images are another type for this model
+        # micrographs and SEM images enter whole (their statistics come from the central crop, which
+        # the held-out bottom rows do not overlap); SEM is another type unless the model trained on it
         reference = sorted({f"{data}/{n.split('[')[0]}" for n in split["train"]})
         held = [f"{data}/{n}" for n in split["val"] if "[" not in n]
         del types["noisy TEM"]
+        if any(n.startswith("sem_denoising/") for n in split["train"]):
+            del types["SEM"]
         kept = [f"{data}/{n.split('[')[0]}" for n in split["train"] if "[" in n]
         types["cryo-EM"] = [c for c in types["cryo-EM"] if c not in kept]  # correlated noise: left out
+    elif _data_paths(split):
+        # a split of paths under the data folder (e.g. em-modality-classifier): the types any of whose
+        # images it names are in distribution; every other type is another type
+        reference = [f"{data}/{n}" for n in split["train"]]
+        held = [f"{data}/{n}" for n in split.get("val", []) + split.get("test", [])]
+        named = {f"{data}/{n}" for part in split.values() for n in part}
+        for kind, paths in list(types.items()):
+            if any(n == p or n.startswith(p.rstrip("/") + "/") for p in paths for n in named):
+                del types[kind]
     else:
-        raise SystemExit(f"{model}: no plan for this model (membrane, counter and denoiser have one)")
+        raise SystemExit(f"{model}: no plan for this model (its config.emzoo.split names no data paths)")
     return reference, held, types
+
+
+def _split(model: str) -> dict[str, list[str]]:
+    rdf = yaml.safe_load(Path(f"zoo_models/{model}/rdf.yaml").read_text())
+    return ((rdf.get("config") or {}).get("emzoo") or {}).get("split") or {}
+
+
+def _data_paths(split: dict[str, list[str]]) -> bool:
+    """Whether ``split`` names images by their path under the data folder (``folder/.../file``)."""
+    names = [n for part in split.values() for n in part]
+    return bool(split.get("train")) and all("/" in n and "[" not in n for n in names)
+
+
+def zoo_models() -> list[str]:
+    """The zoo models the script measures: the three with a plan of their own, and any other zoo
+    model whose split names images under the data folder."""
+    known = ["em-membrane-unet2d", "em-particle-counter", "em-denoise-n2v"]
+    others = sorted(
+        p.name for p in Path("zoo_models").iterdir() if (p / "rdf.yaml").is_file() and p.name not in known
+    )
+    return known + [m for m in others if _data_paths(_split(m))]
 
 
 def command(model: str, data: str, output: str) -> list[str]:
@@ -138,7 +170,10 @@ def main() -> None:
     )
     parser.add_argument("--data", default=DATA, help="the shared data folder (default: %(default)s)")
     parser.add_argument(
-        "--models", nargs="*", default=["em-membrane-unet2d", "em-particle-counter", "em-denoise-n2v"]
+        "--models",
+        nargs="*",
+        default=None,
+        help="zoo models (default: every one with a plan, see zoo_models)",
     )
     parser.add_argument("--write", action="store_true", help="calibrate the zoo packages in place")
     parser.add_argument("--print-commands", action="store_true", help="print the commands, run nothing")
@@ -146,6 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         raise SystemExit(f"{args.data}: no such folder (run from the repository root)")
+    args.models = args.models or zoo_models()
     if args.cost:
         cost(args.models, args.data)
         return

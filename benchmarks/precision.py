@@ -165,7 +165,7 @@ def counter_accuracy(model: str, env: dict) -> list[tuple[str, str, float, float
 
 def denoiser_accuracy(model: str, env: dict) -> list[tuple[str, str, float, float]]:
     """PSNR of a denoising package against the clean SEM image, fp32 vs int8, at noise sigma 25 and 50
-    (the output brought back to grey levels as the denoising use case's evaluation does)."""
+    (the package returns grey levels, as the denoising use case's evaluation scores them)."""
     os.environ.update(env)
     from PIL import Image as PILImage
 
@@ -186,8 +186,6 @@ def denoiser_accuracy(model: str, env: dict) -> list[tuple[str, str, float, floa
         for p, predictor in predictors.items():
             tensor = predictor.spec.inputs[0]
             out = next(iter(predictor.run({tensor.id: noisy[None, None].astype(np.float32)}).values()))[0, 0]
-            if float(out.max()) < 20:  # a model that writes normalised values (see issue: grey levels)
-                out = out * (noisy.std() + 1e-6) + noisy.mean()
             psnr[p] = metrics.psnr(np.clip(out, 0, 255), clean, data_range=255.0)
         rows.append(("denoiser (SEM)", f"PSNR dB, sigma {level}, int8", psnr["fp32"], psnr["int8"]))
     return rows

@@ -91,6 +91,7 @@ KindFactory = Callable[[ModelSpec], OutputKind]
 _KINDS: dict[str, KindFactory | str] = {
     "image": ImageKind,
     "counting": "emzoo.tasks.counting_files:CountingKind",
+    "classification": "emzoo.tasks.classification:ClassificationKind",
 }
 
 

@@ -16,6 +16,8 @@ for that input; the run stops); every input's :meth:`Verdict.record` goes to its
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,8 +27,9 @@ from emzoo.errors import InputError
 from emzoo.io.meta import Image
 from emzoo.io.units import convert, short_unit
 from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features, output_features
-from emzoo.tasks.ood_score import OodStats, score
+from emzoo.tasks.ood_score import OodStats, schema_note, score
 
+log = logging.getLogger(__name__)
 OodPolicy = Literal["warn", "skip", "fail"]
 POLICIES: tuple[str, ...] = ("warn", "skip", "fail")
 PIXEL_SIZE_FACTOR = 1.5  # a pixel size off by more than this factor either way is a reason
@@ -66,9 +69,13 @@ class Verdict:
 
 
 def ood_stats(emzoo_config: dict[str, Any]) -> OodStats | None:
-    """The package's statistics (``config.emzoo.ood``), or None when it has none."""
+    """The package's statistics (``config.emzoo.ood``), or None when it has none or has them in
+    another schema (:func:`~emzoo.tasks.ood_score.schema_note`: then only the pixel size and the
+    constant-image checks run)."""
     entry = (emzoo_config or {}).get("ood")
-    return None if not entry else OodStats.from_dict(entry)
+    if not entry or schema_note(entry) is not None:
+        return None
+    return OodStats.from_dict(entry)
 
 
 class Check:
@@ -80,6 +87,10 @@ class Check:
         with outputs."""
         self.spec, self.image = spec, image
         self.stats = ood_stats(emzoo_config)
+        entry = (emzoo_config or {}).get("ood")
+        self.note = schema_note(entry) if entry else None  # statistics this emzoo cannot use
+        if self.note is not None:
+            _warn_once(self.note)
         with np.errstate(all="ignore"):
             self.features = image_features(image) if self.stats is not None else {}
         self.hard = _pixel_size_reasons(image, (emzoo_config or {}).get("training_data") or {})
@@ -89,7 +100,8 @@ class Check:
     def verdict(self, outputs: dict[str, Image] | None = None) -> Verdict:
         """The verdict; ``outputs`` (the prediction, in memory) add the output features."""
         if self.stats is None or not self.features:
-            return Verdict(None, None, bool(self.hard), tuple(self.hard))
+            notes = (*self.hard, *([self.note] if self.note else []))
+            return Verdict(None, None, bool(self.hard), notes)
         values = dict(self.features)
         if outputs is not None and self.spec is not None:
             with np.errstate(all="ignore"):
@@ -127,6 +139,11 @@ def policy_note(verdict: Verdict, shown: str, policy: OodPolicy) -> str | None:
     if policy == "skip":
         return f"skipped {shown}, no output written ({{ood=skip}}): {verdict.text()}"
     return f"warning: {shown}: {verdict.text()}"
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(note: str) -> None:
+    log.warning("this package: %s", note)
 
 
 def _deviation_text(feature: str, value: float, low: float, high: float, z: float) -> str:

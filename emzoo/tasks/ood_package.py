@@ -195,7 +195,9 @@ def card_section(result: Calibration, command: str | None) -> str:
         "",
         f"`emzoo predict` scores every input against the features of the {len(result.reference)} "
         "reference (training) images recorded in `config.emzoo.ood`: noise level and the correlation of "
-        "the noise along x and y, how unevenly local contrast is spread (8 and 32 px blocks), and "
+        "the noise along x and y, how unevenly local contrast is spread (8 and 32 px blocks), the slope "
+        "of the power spectrum between octaves (2 to 32 px), how heavy-tailed each scale's contrast is "
+        "(a Laplacian pyramid's bands, 1 to 8 px), the shape of the intensity histogram, and "
         "statistics of the model's outputs (low values, correlation with the input, how concentrated "
         "their mass is, confident pixels of probabilities); the score is the distance to the nearest "
         "reference image in standardised units. An input "

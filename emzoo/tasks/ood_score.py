@@ -33,7 +33,7 @@ import numpy as np
 
 from emzoo.errors import PackageError
 
-SCHEMA = 1
+SCHEMA = 2  # 2: spectrum, band sparsity and histogram-shape features; bounded logs (emzoo 0.1, 2026-12)
 SPACINGS = 4.0  # the threshold: this many typical spacings (median leave-one-out score) of the reference
 MAD_TO_SD = 1.4826
 
@@ -71,7 +71,11 @@ class OodStats:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OodStats:
-        """Checked construction from ``config.emzoo.ood``; a malformed entry raises PackageError."""
+        """Checked construction from ``config.emzoo.ood``; a malformed entry, or one of another schema
+        (:func:`schema_note`), raises PackageError."""
+        note = schema_note(d)
+        if note is not None:
+            raise PackageError(note)
         try:
             features = tuple(str(f) for f in d["features"])
             n = len(features)
@@ -96,6 +100,26 @@ class OodStats:
                 "another length (or a spread of 0)"
             )
         return stats
+
+
+def schema_note(d: Mapping[str, Any]) -> str | None:
+    """Why ``config.emzoo.ood`` cannot be used by this emzoo (None when it can): statistics of
+    another schema were recorded from features that this version computes differently.
+
+    >>> print(schema_note({"schema": 1}))  # doctest: +ELLIPSIS
+    its out-of-distribution statistics (config.emzoo.ood) have schema 1, this emzoo reads schema 2: ...
+    """
+    try:
+        schema = int(d.get("schema", SCHEMA))  # every entry written names its schema
+    except (TypeError, ValueError):
+        schema = -1
+    if schema == SCHEMA:
+        return None
+    return (
+        f"its out-of-distribution statistics (config.emzoo.ood) have schema {d.get('schema')}, this "
+        f"emzoo reads schema {SCHEMA}: the check is off for it; record them again with `emzoo calibrate "
+        "MODEL IMAGES... -o NEW_MODEL`"
+    )
 
 
 def _round(v: float) -> float:

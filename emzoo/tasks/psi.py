@@ -6,24 +6,35 @@ detection" (arXiv:2211.03637): each class node has its own decision boundary, so
 means different things for different classes. For every class node ``k`` the distributions of its raw
 logit are estimated post hoc, by running training samples through the trained network: over samples
 of class ``k`` (*correct*) and over samples of the other classes (*wrong*). A new sample's logit
-``z_k`` is then read against both: its PSI for class ``k`` is
+``z_k`` is then read against both: ``C_k(z)`` is the fraction of correct logits at or below ``z``
+(how far ``z`` reaches into the correct distribution) and ``W_k(z)`` the fraction of wrong logits at
+or above ``z`` (how far it reaches into the wrong one). The paper's ratio ``C / (C + W)`` says on
+which side of the node's boundary ``z`` lies, but where the correct and wrong logits leave a gap it
+is 1 for any ``z`` above every wrong logit, however far below the correct ones: a logit in the lower
+tail of the correct distribution would count as a full claim only because no wrong logit reaches
+it. A claim needs the sample inside the correct distribution *and* outside the wrong one, so the
+correct evidence is weighed against the wrong one and against a tail level ``t`` (``tail``):
 
-    PSI_k = C_k(z_k) / (C_k(z_k) + W_k(z_k)),
+    PSI_k = C_k(z_k) / (max(C_k(z_k), t) + W_k(z_k)).
 
-where ``C_k(z)`` is the fraction of correct logits at or below ``z`` (how far ``z`` reaches into the
-correct distribution) and ``W_k(z)`` the fraction of wrong logits at or above ``z`` (how far it
-reaches into the wrong one). PSI_k near 1: the node claims the sample; near 0: it rejects it.
-The verdict: one node claims it -> that class; several claim it, or the best only half-claims it ->
-``"unsure"``; no node claims it -> ``"unknown"`` (an outlier, out of distribution). The distributions
-are stored as quantiles (``config.emzoo.psi`` of a package), so no training data ships with a model.
+Inside the correct distribution (``C >= t``) it is the paper's ratio; in its lowest ``t`` it falls
+with ``C`` to 0 (``C / t`` where no wrong logit reaches ``z``). PSI_k rises with ``z_k``; near 1: the
+node claims the sample, near 0: it rejects it. The verdict: one node claims it (PSI >= ``claim``)
+-> that class; several claim it, or the best only half-claims it (>= ``doubt``) -> ``"unsure"``;
+no node claims it -> ``"unknown"`` (an outlier, out of distribution). With the defaults (``t``
+0.1, ``claim`` 0.5, ``doubt`` 0.1) and no wrong logit near: a logit in the lowest 5 % of its node's
+correct logits is no claim, one in the lowest 1 % of every node's is unknown. The distributions are
+fitted on the unit that is predicted (e.g. a whole image's logits, not a patch's) and stored as
+quantiles (``config.emzoo.psi`` of a package), so no training data ships with a model.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> labels = np.repeat([0, 1], 200)
->>> logits = rng.normal(0, 1, (400, 2)) + 4 * np.eye(2)[labels]  # the true class's node is high
+>>> logits = rng.normal(0, 0.5, (400, 2)) + 6 * np.eye(2)[labels]  # the true class's node is high
 >>> psi = Psi.fit(logits, labels, ("a", "b"))
->>> [psi.verdict(s) for s in psi.scores(np.array([[4.0, 0.0], [0.0, 4.0], [3.0, 3.0], [0.0, 0.0]]))]
-['a', 'b', 'unsure', 'unknown']
+>>> z = np.array([[6.0, 0.0], [0.0, 6.0], [6.0, 6.0], [0.0, 0.0], [4.7, 0.0]])
+>>> [psi.verdict(s) for s in psi.scores(z)]  # the last: in the gap, below 99 % of a's correct logits
+['a', 'b', 'unsure', 'unknown', 'unknown']
 """
 
 from __future__ import annotations
@@ -50,13 +61,15 @@ def _below(quantiles: np.ndarray, z: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Psi:
     """Per class node the quantiles of its correct and wrong logits; ``claim``: the PSI at which a
-    node claims a sample; ``doubt``: below it the node does not even half-claim it."""
+    node claims a sample; ``doubt``: below it the node does not even half-claim it; ``tail``: the
+    share of a node's correct logits below which a logit counts as outside them (``t`` above)."""
 
     classes: tuple[str, ...]
     correct: np.ndarray  # (n_classes, 101) quantiles of the node's logit over its own class's samples
     wrong: np.ndarray  # (n_classes, 101) ... over the other classes' samples
     claim: float = 0.5
     doubt: float = 0.1
+    tail: float = 0.1
 
     @classmethod
     def fit(cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], **thresholds) -> Psi:
@@ -82,10 +95,12 @@ class Psi:
         c = np.stack([_below(self.correct[k], z[:, k]) for k in range(len(self.classes))], axis=1)
         w = np.stack([1.0 - _below(self.wrong[k], z[:, k]) for k in range(len(self.classes))], axis=1)
         # W counts the wrong logits at or above z: the fraction strictly below, taken from 1
-        return c / np.maximum(c + w, 1e-12)
+        return c / np.maximum(np.maximum(c, self.tail) + w, 1e-12)
 
     def verdict(self, psi: np.ndarray) -> str:
-        """The class, ``"unsure"`` or ``"unknown"`` for one sample's PSI scores."""
+        """The class, ``"unsure"`` or ``"unknown"`` for one sample's PSI scores: one node at or above
+        ``claim`` -> its class; several, or none but the best at or above ``doubt`` -> unsure; every
+        node below ``doubt`` (the sample lies in no node's correct distribution) -> unknown."""
         psi = np.asarray(psi, np.float64)
         claims = np.flatnonzero(psi >= self.claim)
         if len(claims) == 1:
@@ -102,6 +117,7 @@ class Psi:
             "wrong_quantiles": [[float(f"{v:.6g}") for v in row] for row in self.wrong],
             "claim": self.claim,
             "doubt": self.doubt,
+            "tail": self.tail,
         }
 
     @classmethod
@@ -112,14 +128,15 @@ class Psi:
             correct = np.asarray(d["correct_quantiles"], np.float64)
             wrong = np.asarray(d["wrong_quantiles"], np.float64)
             claim, doubt = float(d.get("claim", 0.5)), float(d.get("doubt", 0.1))
+            tail = float(d.get("tail", 0.1))
         except (KeyError, TypeError, ValueError) as e:
             raise PackageError(f"{where} is not a PSI description ({type(e).__name__}: {e})") from None
         shape = (len(classes), len(_QUANTILES))
-        if correct.shape != shape or wrong.shape != shape or not 0 < doubt <= claim <= 1:
+        if correct.shape != shape or wrong.shape != shape or not (0 < doubt <= claim <= 1 and 0 < tail <= 1):
             raise PackageError(
-                f"{where}: need {shape[1]} quantiles per class for {len(classes)} classes and "
-                "0 < doubt <= claim <= 1"
+                f"{where}: need {shape[1]} quantiles per class for {len(classes)} classes, "
+                "0 < doubt <= claim <= 1 and 0 < tail <= 1"
             )
         if np.any(np.diff(correct, axis=1) < 0) or np.any(np.diff(wrong, axis=1) < 0):
             raise PackageError(f"{where}: quantiles must not decrease")
-        return cls(classes, correct, wrong, claim, doubt)
+        return cls(classes, correct, wrong, claim, doubt, tail)

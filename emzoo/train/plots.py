@@ -2,7 +2,8 @@
 
 Curves are drawn on matplotlib's Agg canvas directly (no pyplot), so the trainer neither needs a
 display nor changes the backend of a notebook it runs in. Samples are written with Pillow at full
-resolution (input | target | prediction), which is faster and shows every pixel.
+resolution (input | target | prediction, or the input with the target and prediction as text when
+they are values such as a class), which is faster and shows every pixel.
 """
 
 from __future__ import annotations
@@ -112,19 +113,41 @@ def _show(array: np.ndarray) -> np.ndarray | None:
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
 
 
+def _values(array: np.ndarray) -> str:
+    """A short text for a target or prediction that is not an image (a class index, class scores)."""
+    a = np.asarray(array, np.float64).reshape(-1)
+    if a.size == 1:
+        return f"{a[0]:.4g}"
+    if a.size <= 16:
+        return f"argmax {int(np.argmax(a))} of [" + ", ".join(f"{v:.3g}" for v in a) + "]"
+    return f"{a.size} values, mean {a.mean():.4g}"
+
+
 def plot_sample(image: np.ndarray, target: np.ndarray, prediction: np.ndarray, path: Path) -> bool:
     """Input | target | prediction side by side at full resolution (first channel; middle slice of
-    3D data), as a grayscale PNG. Returns False (and writes nothing) for outputs that are not images.
+    3D data), as a grayscale PNG. A target or prediction that is not an image of the input's size (a
+    class, a count, class scores) is written as text under the input instead. Returns False (and
+    writes nothing) when the input is not an image.
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     views = [_show(a) for a in (image, target, prediction)]
-    if any(v is None for v in views) or len({v.shape for v in views}) > 1:
+    if views[0] is None:
         return False
-    gap = np.full((views[0].shape[0], 4), 255, np.uint8)
-    row = np.concatenate([views[0], gap, views[1], gap, views[2]], axis=1)
+    if any(v is None for v in views) or len({v.shape for v in views}) > 1:
+        lines = [f"target: {_values(target)}", f"prediction: {_values(prediction)}"]
+        width = max(views[0].shape[1], 8 * max(len(line) for line in lines))
+        row = np.full((views[0].shape[0] + 14 * len(lines) + 4, width), 255, np.uint8)
+        row[: views[0].shape[0], : views[0].shape[1]] = views[0]
+        canvas = Image.fromarray(row)
+        draw = ImageDraw.Draw(canvas)
+        for i, line in enumerate(lines):
+            draw.text((2, views[0].shape[0] + 2 + 14 * i), line, fill=0)
+    else:
+        gap = np.full((views[0].shape[0], 4), 255, np.uint8)
+        canvas = Image.fromarray(np.concatenate([views[0], gap, views[1], gap, views[2]], axis=1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(row).save(tmp, format="PNG")
+    canvas.save(tmp, format="PNG")
     tmp.replace(path)
     return True

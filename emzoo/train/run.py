@@ -143,6 +143,8 @@ def prepare_run(
         if config.get("use_case") != uc.name:
             raise UsageError(f"{run_dir} is a run of {config.get('use_case')!r}, not of {uc.name!r}")
         params = dict(config["params"])
+        if uc.params_file is not None:  # parameters added to the use case since the run began: defaults
+            params = {**resolve_params(load_param_file(uc.params_file), {}), **params}
         changed = _changed_on_resume(params, overrides)
         if changed:
             raise UsageError(

@@ -11,7 +11,7 @@ from emzoo.errors import PackageError
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.tasks.ood import Check, OutOfDistribution, Verdict, check_input, policy_note
 from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features
-from emzoo.tasks.ood_score import OodStats, auroc, fit, leave_one_out, score
+from emzoo.tasks.ood_score import SCHEMA, OodStats, auroc, fit, leave_one_out, schema_note, score
 
 PIXEL = {"training_data": {"pixel_size": {"y": 4.0, "x": 4.0}, "unit": "nanometer"}}
 NAMES = [f.name for f in IMAGE_FEATURES]
@@ -47,6 +47,55 @@ def test_particles_on_a_flat_support_are_unevenly_textured(rng):
     particles = image_features(Image(support, ImageMeta(axes="yx")))
     textured = image_features(Image(tissue(rng), ImageMeta(axes="yx")))
     assert particles["texture32_high"] > textured["texture32_high"] + 0.2
+
+
+def blobs(rng, shape=(256, 256), bright=True, n=24):
+    """Compact particles on a flat, slightly noisy support (HAADF: bright; bright field: dark)."""
+    support = rng.normal(0, 0.05, shape)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for cy, cx in rng.uniform(10, min(shape) - 10, (n, 2)):
+        support += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 18)
+    return support if bright else -support
+
+
+def test_the_power_spectrum_is_flat_for_white_noise_and_steep_for_smooth_structure(rng):
+    white = image_features(Image(rng.normal(size=(512, 512)), ImageMeta(axes="yx")))
+    smooth = image_features(
+        Image(ndimage.gaussian_filter(rng.normal(size=(256, 256)), 4), ImageMeta(axes="yx"))
+    )
+    for k in (2, 4, 8):  # the finer octaves hold enough frequencies for a steady mean
+        assert white[f"spectrum{k}px"] == pytest.approx(0.0, abs=0.25)
+    assert smooth["spectrum2px"] > 3 and smooth["spectrum4px"] > 2
+
+
+def test_band_sparsity_tells_compact_particles_from_noise(rng):
+    noise = image_features(Image(rng.normal(size=(256, 256)), ImageMeta(axes="yx")))
+    particles = image_features(Image(blobs(rng), ImageMeta(axes="yx")))
+    for k in (1, 2, 4):
+        assert noise[f"sparsity{k}px"] == pytest.approx(0.582, abs=0.05)
+    assert particles["sparsity2px"] > noise["sparsity2px"] + 0.2
+
+
+def test_the_histogram_shape_tells_bright_from_dark_particles(rng):
+    bright = image_features(Image(blobs(rng), ImageMeta(axes="yx")))
+    dark = image_features(Image(blobs(rng, bright=False), ImageMeta(axes="yx")))
+    assert bright["asymmetry"] > 0.1 and dark["asymmetry"] < -0.1
+    assert bright["tails"] == pytest.approx(dark["tails"], abs=0.1)
+
+
+def test_flat_or_saturated_regions_give_bounded_features(rng):
+    """A vacuum region of one grey value must not give a feature an unbounded log (it would dominate
+    every distance): every log is bounded at 1 % of its reference value."""
+    a = tissue(rng)
+    a[:, :128] = 0.0  # half the image saturated black
+    found = image_features(Image(a, ImageMeta(axes="yx")))
+    assert all(np.isfinite(v) for v in found.values())
+    assert found["texture8_low"] >= -2.0 and found["texture32_low"] >= -2.0 and found["noise"] > -3
+
+
+def test_small_images_still_give_every_feature(rng):
+    found = image_features(Image(rng.normal(size=(40, 40)), ImageMeta(axes="yx")))
+    assert set(found) == set(NAMES) and all(np.isfinite(v) for v in found.values())
 
 
 def test_features_use_the_middle_slice_and_average_channels(rng):
@@ -98,6 +147,18 @@ def test_statistics_round_trip_and_malformed_ones_are_refused(rng):
         OodStats.from_dict(broken)
     with pytest.raises(PackageError, match="malformed"):
         OodStats.from_dict({"features": ["a"]})
+
+
+def test_statistics_of_another_schema_switch_the_check_off_with_a_note(rng):
+    config = _package_config(rng)
+    old = PIXEL | {"ood": config["ood"] | {"schema": SCHEMA - 1}}
+    with pytest.raises(PackageError, match=f"schema {SCHEMA - 1}, this emzoo reads schema {SCHEMA}"):
+        OodStats.from_dict(old["ood"])
+    verdict = Check(old, Image(rng.normal(size=(256, 256)), ImageMeta(axes="yx"))).verdict()
+    assert verdict.score is None and not verdict.out_of_distribution
+    (note,) = verdict.reasons
+    assert "emzoo calibrate" in note and "\n" not in note
+    assert schema_note(config["ood"]) is None
 
 
 def test_auroc():

@@ -68,6 +68,28 @@ def test_calibrate_a_small_set_end_to_end(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+def test_counter_separation_small(tmp_path):
+    """The particle counter's check, small: six 640 px STEM training images (HAADF and bright field)
+    as reference, four other STEM images held out, against ssTEM and tomogram slices. The spectrum,
+    band and histogram features put both other types above every held-out STEM image."""
+    stem = shared("stem_nanoparticles", "images")
+    reference = [str(stem / f"{n}.jpg") for n in ("Cu1", "Pt2", "PtCo3", "PtCo", "Ru1", "Ru3")]
+    held = [a for n in ("Pd1", "Ru2", "Cu4", "PtCo1") for a in ("--held-out", str(stem / f"{n}.jpg"))]
+    slices = shared("isbi2012_membranes", "train", "image")
+    others = [a for k in range(5) for a in ("--other", f"ssTEM={slices / f'{k}.png'}")]
+    others += ["--other", f"tomogram={shared('cryoet_tomogram', 'tomo.tif')}"]
+    out = tmp_path / "counter.zip"
+    result = emzoo("calibrate", str(COUNTER), *reference, *held, *others, "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "false warnings on the held-out images: 0.0%" in result.stdout
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if "AUROC" in line}
+    assert {"ssTEM", "tomogram", "overall"} <= set(rows)
+    assert all("AUROC 1.000" in line for line in rows.values()), result.stdout
+    with zipfile.ZipFile(out) as z:
+        ood = yaml.safe_load(z.read("rdf.yaml"))["config"]["emzoo"]["ood"]
+    assert ood["schema"] == 2 and "spectrum2px" in ood["features"] and "sparsity1px" in ood["features"]
+
+
 def test_predict_flags_another_modality_by_each_policy(tmp_path):
     model = calibrated(MEMBRANE)
     sem = shared("sem_denoising", "BSE.jpg")

@@ -50,15 +50,32 @@ def test_psi_detects_unknowns_that_fool_the_softmax(rng):
     assert np.mean([psi.verdict(s) == c for s, c in zip(psi.scores(known), truth, strict=True)]) > 0.9
 
 
+def test_a_logit_in_the_gap_below_the_correct_ones_is_no_claim(rng):
+    """Node a's wrong logits stay below 2, its correct ones sit near 10: a logit of 7 is above every
+    wrong one (W = 0) but below almost all correct ones; the ratio C / (C + W) alone would give 1."""
+    labels = np.repeat([0, 1], 400)
+    a = np.where(labels == 0, rng.normal(10, 1, 800), rng.normal(0, 0.5, 800))
+    b = np.where(labels == 1, rng.normal(10, 1, 800), rng.normal(0, 0.5, 800))
+    psi = Psi.fit(np.stack([a, b], axis=1), labels, ("a", "b"))
+    z = np.array([[7.0, 0.0], [8.3, 0.0], [9.0, 0.0], [10.0, 0.0]])  # C_a about 0.001, 0.045, 0.16, 0.5
+    scores = psi.scores(z)
+    assert scores[0, 0] < psi.doubt and [psi.verdict(s) for s in scores] == [UNKNOWN, UNSURE, "a", "a"]
+    assert np.all(np.diff(scores[:, 0]) >= 0)  # the PSI rises with the logit (up to 1)
+    ratio_only = Psi.fit(np.stack([a, b], axis=1), labels, ("a", "b"), tail=1e-9)
+    assert ratio_only.scores(z[:1])[0, 0] == 1.0
+
+
 def test_package_entry_round_trips_and_is_checked(rng):
     psi = Psi.fit(*_training(rng), ("a", "b"), claim=0.6)
     again = Psi.from_dict(psi.to_dict())
-    assert again.classes == ("a", "b") and again.claim == 0.6
+    assert again.classes == ("a", "b") and again.claim == 0.6 and again.tail == psi.tail
     z = np.array([[9.0, 0.0], [6.5, 1.0]])
     np.testing.assert_allclose(again.scores(z), psi.scores(z), atol=1e-4)
     broken = {**psi.to_dict(), "correct_quantiles": [[0.0, 1.0]]}
     with pytest.raises(PackageError, match="101 quantiles per class"):
         Psi.from_dict(broken)
+    with pytest.raises(PackageError, match="0 < tail <= 1"):
+        Psi.from_dict({**psi.to_dict(), "tail": 0.0})
     with pytest.raises(PackageError, match="not a PSI description"):
         Psi.from_dict({"classes": ["a"]})
     with pytest.raises(ValueError, match="needs samples of its own"):

@@ -10,6 +10,7 @@ from emzoo.errors import InputError, UsageError
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
 from tests.conftest import shared
+from tests.train.usecases import sibling
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,7 @@ def uc():
 
 @pytest.fixture(scope="module")
 def data(uc):
-    import sys
-
-    return sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".data"]
+    return sibling(uc, "data")
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +47,36 @@ def test_blind_spots_take_a_neighbours_value(data):
 
 
 def test_noise_estimate(uc):
-    import sys
-
-    baseline = sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".baseline"]
+    baseline = sibling(uc, "baseline")
     rng = np.random.default_rng(1)
     smooth = np.add.outer(np.linspace(0, 100, 200), np.linspace(0, 50, 300))
     assert baseline.noise_sigma(smooth + rng.normal(0, 7, smooth.shape)) == pytest.approx(7, rel=0.05)
+
+
+def test_structured_blind_spots_hide_the_correlated_neighbours(data):
+    rng = np.random.default_rng(0)
+    patch = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)  # all values distinct
+    masked, mask = data.blind_spot(patch, 0.01, 2, rng, structure="x", span=2)
+    ys, xs = np.nonzero(mask)
+    assert len(ys) == 20  # the loss still sees only the hidden pixels
+    changed = masked != patch
+    for y, x in zip(ys, xs, strict=True):
+        row = changed[y, max(x - 2, 0) : x + 3]
+        assert row.sum() >= len(row) - 1  # the pixel and its row neighbours within 2 px are replaced
+    assert changed.sum() <= 20 * 5  # nothing else
+    assert set(np.nonzero(changed)[0]) <= set(ys.tolist())  # only along the rows: the columns stay
+    _, plain_mask = data.blind_spot(patch, 0.01, 2, np.random.default_rng(0))
+    assert plain_mask.sum() == mask.sum()
+    block, _ = data.blind_spot(patch, 0.002, 2, np.random.default_rng(1), structure="block", span=1)
+    assert (block != patch).sum() >= 4 * 9 - 4  # 4 hidden pixels, each with its 3x3 block
+
+
+def test_structured_masks_are_checked(uc, params):
+    from emzoo.errors import UsageError
+
+    with pytest.raises(UsageError, match="mask_structure must be one of none, x, y, xy, block"):
+        uc.check_params({**params, "mask_structure": "rows"})
+    uc.check_params({**params, "mask_structure": "block", "mask_span": 1})
 
 
 def test_loss_sees_only_the_masked_pixels(uc):
@@ -69,7 +92,7 @@ def test_loss_sees_only_the_masked_pixels(uc):
 
 
 def test_split_holds_out_a_mosaic_row_and_micrograph_rows(uc, tiny, params):
-    split = uc.split(tiny, params)
+    split = uc.split(tiny, {**params, "sem_fraction": 0.0})
     assert split["val"] == [
         "noisy_tem/noisy_patches_2x2/1_0.tif",
         "noisy_tem/noisy_patches_2x2/1_1.tif",
@@ -79,6 +102,23 @@ def test_split_holds_out_a_mosaic_row_and_micrograph_rows(uc, tiny, params):
     assert not any(n.startswith("sem_denoising") for n in split["train"] + split["val"])
     assert "sem_denoising/25_sigma/BSE_25sigma_noisy_2.jpg" not in split["test"]  # the tuning draw
     assert len(split["test"]) == 5  # 25 (top level + draw 3), 50, 75, 100
+
+
+def test_noisy_sem_images_train_above_their_held_out_strips(uc, data, tiny, params):
+    params = {**params, "sem_fraction": 0.3}
+    split = uc.split(tiny, params)
+    sem_train = [n for n in split["train"] if n.startswith("sem_denoising")]
+    sem_val = [n for n in split["val"] if n.startswith("sem_denoising")]
+    assert len(sem_train) == len(sem_val) == len(split["test"]) == 5  # every scored noisy image
+    assert "sem_denoising/BSE_25sigma_noisy.jpg[rows 0-56]" in sem_train  # 64 rows, 8 held out
+    assert "sem_denoising/BSE_25sigma_noisy.jpg[rows 56-64]" in sem_val
+    assert not any(data.CLEAN in n for n in split["train"] + split["val"])  # never the clean image
+    pools, val = data.load(tiny, params)
+    assert [s.rows for s in pools["sem"]] == [(0, 56)] * 5
+    assert len(val) == 3 + 5
+    weights = data.pool_weights(pools, params)
+    assert weights == pytest.approx({"tem": 0.4, "cryo": 0.3, "sem": 0.3})
+    assert data.pool_weights(pools, {**params, "sem_fraction": 0.0})["sem"] == 0.0
 
 
 def test_micrographs_with_correlated_noise_are_left_out(uc, data, tiny, params, tmp_path):
@@ -110,6 +150,7 @@ def test_duplicates_are_scored_once(data, tiny, tmp_path):
 
 
 def test_datasets_mask_pieces_and_validate_on_fixed_masks(uc, data, tiny, params):
+    params = {**params, "sem_fraction": 0.0}  # the TEM tiles and the micrograph strip validate
     sets = uc.datasets(tiny, params)
     x, y = sets["train"][0]
     assert x.shape == (1, 32, 32) and y.shape == (2, 32, 32)
@@ -146,7 +187,8 @@ def test_evaluate_an_identity_model_scores_like_the_noisy_input(uc, data, tiny, 
 
     result = uc.evaluate(predict, tiny, params)
     noisy = result["other_baselines"]["noisy input (no denoising)"]
-    assert result["sample_count"] == 5 and result["dataset_role"] == "independent"
+    assert result["sample_count"] == 5 and result["dataset_role"] == "train"  # sem_fraction > 0
+    assert uc.evaluate(predict, tiny, {**params, "sem_fraction": 0.0})["dataset_role"] == "independent"
     assert set(result["metrics"]) == {f"{m}_s{s}" for m in ("psnr", "ssim") for s in (25, 50, 75, 100)} | {
         "psnr_mean",
         "ssim_mean",
@@ -165,12 +207,20 @@ def test_evaluate_an_identity_model_scores_like_the_noisy_input(uc, data, tiny, 
 
 def test_split_of_the_shared_data(uc):
     root = shared("noisy_tem").parent
-    split = uc.split(root, {"val_rows": 512, "max_noise_correlation": 0.3})
+    params = {
+        "val_rows": 512,
+        "max_noise_correlation": 0.3,
+        "sem_fraction": 0.3,
+        "val_fraction": 0.1,
+        "depth": 3,
+    }
+    split = uc.split(root, params)
     tiles = [n for n in split["val"] if n.startswith("noisy_tem")]
     assert tiles == [f"noisy_tem/noisy_patches_7x7/6_{c}.tif" for c in range(7)]
     # epu2.9_example.mrc has interpolated (neighbour-correlated, 0.58) noise and is left out
-    assert len(split["train"]) == 56 - 7 + 1
-    assert split["val"][-1] == "cryoem_micrographs/fei-extended.mrc[rows 3326-3838]"
+    assert len(split["train"]) == 56 - 7 + 1 + 12  # and the 12 scored noisy SEM images above their strips
+    assert "cryoem_micrographs/fei-extended.mrc[rows 3326-3838]" in split["val"]
+    assert "sem_denoising/BSE_50sigma_noisy.jpg[rows 0-643]" in split["train"]  # 714 rows, 71 held out
     assert not any("epu2.9" in n for n in split["train"] + split["val"])
     counts = {lv: sum(f"BSE_{lv}sigma" in n for n in split["test"]) for lv in (25, 50, 75, 100)}
     assert counts == {25: 9, 50: 1, 75: 1, 100: 1}

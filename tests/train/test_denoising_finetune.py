@@ -23,6 +23,7 @@ from emzoo.io import read_image
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
 from emzoo.train.trainer import train
+from tests.train.usecases import sibling
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,10 +35,7 @@ def uc():
 
 @pytest.fixture(scope="module")
 def modules(uc):
-    import importlib
-
-    name = type(uc).__module__.rsplit(".", 1)[0]
-    return tuple(importlib.import_module(f"{name}.{m}") for m in ("data", "folder", "network"))
+    return tuple(sibling(uc, m) for m in ("data", "folder", "network"))
 
 
 @pytest.fixture(scope="module")

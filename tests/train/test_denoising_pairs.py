@@ -4,8 +4,6 @@ Neighbor2Neighbor run trained and packaged."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from emzoo.errors import UsageError
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
 from emzoo.train.trainer import train
+from tests.train.usecases import sibling
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +22,7 @@ def uc():
 
 @pytest.fixture(scope="module")
 def mod(uc):
-    name = type(uc).__module__.rsplit(".", 1)[0]
-    return {m: importlib.import_module(f"{name}.{m}") for m in ("pairs", "network", "loss", "data")}
+    return {m: sibling(uc, m) for m in ("pairs", "network", "loss", "data")}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +110,7 @@ def test_a_ne2ne_run_packages(uc, params, tmp_path):
     from emzoo.train.run import package_run
 
     data_dir = uc.make_tiny_data(tmp_path / "data")
-    words = {**uc.tiny_params, "method": "ne2ne", "tta": True}
+    words = {**uc.tiny_params, "method": "ne2ne", "tta": True, "upsample": "transpose"}
     words.update(minutes=0, epochs=2)
     result = train(uc, data_dir, tmp_path / "run", overrides=words, progress=False)
     assert result.epochs_completed == 2

@@ -4,20 +4,19 @@ normalisation the zoo models were trained with, so those models stay valid."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
+from tests.train.usecases import sibling
 
 EPS = 1e-6
 
 
 def _modules(name: str):
     uc = get_usecase(name)
-    return uc, sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".data"]
+    return uc, sibling(uc, "data")
 
 
 def _params(uc) -> dict:

@@ -10,6 +10,7 @@ from emzoo.errors import InputError
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
 from tests.conftest import shared
+from tests.train.usecases import sibling
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,7 @@ def uc():
 
 @pytest.fixture(scope="module")
 def data(uc):
-    import sys
-
-    return sys.modules[type(uc).__module__.rsplit(".", 1)[0] + ".data"]
+    return sibling(uc, "data")
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,13 @@ and a short training on synthetic blobs that finds them and their sizes."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from emzoo.train.discovery import get_usecase
 from emzoo.train.params import load_param_file, resolve_params
+from tests.train.usecases import sibling
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +18,7 @@ def uc():
 
 
 def _module(uc, name):
-    return sys.modules[type(uc).__module__.rsplit(".", 1)[0] + "." + name]
+    return sibling(uc, name)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,10 @@ and tiny synthetic data.
 
 The zoo model's ``--data`` is the folder that holds ``noisy_tem/`` (TEM tiles, TIFF),
 ``cryoem_micrographs/`` (``*.mrc``, 2D) and ``sem_denoising/`` (the clean ``BSE.jpg`` and its noisy
-versions); training uses only the first two, evaluation only the last. Any other folder is a plain
-folder of noisy images (:mod:`.folder`).
+versions); training cuts its pieces from the noisy images of all three (the noisy SEM images too,
+without their bottom strips, when ``sem_fraction`` > 0: self-supervised training never sees the
+clean ``BSE.jpg``), evaluation compares the SEM results with the clean image. Any other folder is a
+plain folder of noisy images (:mod:`.folder`).
 """
 
 from __future__ import annotations
@@ -184,7 +186,19 @@ def split(data_dir: Path, params: dict) -> dict[str, list[str]]:
         train.append(f"{name}[rows 0-{height - held}]")
         val.append(f"{name}[rows {height - held}-{height}]")
     test = [n for level in sem_files(data_dir).values() for n in level]
+    if params["sem_fraction"] > 0:
+        for name in test:
+            height = _height(root(data_dir) / name)
+            top = height - sem_held_rows(height, params)
+            train.append(f"{name}[rows 0-{top}]")
+            val.append(f"{name}[rows {top}-{height}]")
     return {"train": train, "val": val, "test": test}
+
+
+def sem_held_rows(height: int, params: dict) -> int:
+    """Rows at the bottom of a noisy SEM image held out for validation: ``val_fraction`` of them, at
+    least two network strides."""
+    return max(round(height * params["val_fraction"]), 2 * 2 ** params["depth"])
 
 
 def _height(path: Path) -> int:
@@ -224,8 +238,9 @@ def _shape(path: Path) -> tuple[int, ...]:
     return tuple(read_image(path).shape)
 
 
-def load(data_dir: Path, params: dict) -> tuple[list[Source], list[Source], list[Source]]:
-    """Normalised training sources (TEM, cryo-EM) and validation sources, as the split says."""
+def load(data_dir: Path, params: dict) -> tuple[dict[str, list[Source]], list[Source]]:
+    """Normalised training sources per pool (``tem``, ``cryo``, ``sem``) and validation sources, as
+    the split says."""
     base = root(data_dir)
     tem = tem_files(base)
     val_names = set(val_tiles(tem)) if len(tem) > 1 else set()
@@ -250,31 +265,92 @@ def load(data_dir: Path, params: dict) -> tuple[list[Source], list[Source], list
         h = image.shape[0]
         train_cryo.append(Source(f"{name}[rows 0-{h - held}]", image, (0, h - held)))
         val.append(Source(f"{name}[rows {h - held}-{h}]", image, (h - held, h)))
-    return train_tem, train_cryo, val
+    train_sem = []
+    if params["sem_fraction"] > 0:
+        for names in sem_files(base).values():
+            for name in names:
+                image = normalise(read(base / name))
+                h = image.shape[0]
+                top = h - sem_held_rows(h, params)
+                train_sem.append(Source(f"{name}[rows 0-{top}]", image, (0, top)))
+                val.append(Source(f"{name}[rows {top}-{h}]", image, (top, h)))
+    return {"tem": train_tem, "cryo": train_cryo, "sem": train_sem}, val
+
+
+STRUCTURES = ("none", "x", "y", "xy", "block")  # structured blind spots (mask_structure)
+
+
+def structure_offsets(structure: str, span: int) -> np.ndarray:
+    """The ``(dy, dx)`` offsets around a hidden pixel that a structured blind spot hides too: along x
+    (noise correlated along rows: scan lines), along y, both (a cross) or a ``(2 span + 1)``-square
+    block (noise correlated in every direction, e.g. interpolated frames); never ``(0, 0)``.
+
+    >>> structure_offsets("x", 2).tolist()
+    [[0, -2], [0, -1], [0, 1], [0, 2]]
+    >>> len(structure_offsets("block", 1)), len(structure_offsets("none", 3))
+    (8, 0)
+    """
+    r = np.arange(-span, span + 1)
+    line = r[r != 0]
+    zeros = np.zeros_like(line)
+    offsets = {
+        "none": np.zeros((0, 2), int),
+        "x": np.stack([zeros, line], 1),
+        "y": np.stack([line, zeros], 1),
+        "xy": np.concatenate([np.stack([zeros, line], 1), np.stack([line, zeros], 1)]),
+        "block": np.array([(dy, dx) for dy in r for dx in r if dy or dx], int).reshape(-1, 2),
+    }
+    return offsets[structure]
 
 
 def blind_spot(
-    patch: np.ndarray, fraction: float, radius: int, rng: np.random.Generator
+    patch: np.ndarray,
+    fraction: float,
+    radius: int,
+    rng: np.random.Generator,
+    *,
+    structure: str = "none",
+    span: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noise2Void masking of a 2D patch: about ``fraction`` of its pixels (at least one) are replaced by
-    a random other pixel within ``radius`` (never themselves); returns the masked patch and the mask."""
+    a random other pixel within ``radius`` (never themselves); returns the masked patch and the mask.
+
+    With a ``structure`` (structN2V, Broaddus et al. 2020), for noise correlated between neighbouring
+    pixels: the pixels at :func:`structure_offsets` around each hidden pixel are replaced too, and the
+    hidden pixel itself, by values of random pixels anywhere in the patch, so that no neighbour whose
+    noise is correlated with the hidden pixel's is left for the network to copy. The mask (the loss's
+    pixels) stays the hidden pixels only."""
     h, w = patch.shape
     n = max(1, round(fraction * h * w))
     flat = rng.choice(h * w, size=n, replace=False)
     ys, xs = flat // w, flat % w
-    dy = rng.integers(-radius, radius + 1, n)
-    dx = rng.integers(-radius, radius + 1, n)
-    same = (dy == 0) & (dx == 0)
-    dx[same] = rng.choice([-1, 1], int(same.sum()))  # never the pixel itself
-    sy = np.abs(ys + dy)  # mirror at the borders
-    sy = np.where(sy >= h, 2 * (h - 1) - sy, sy)
-    sx = np.abs(xs + dx)
-    sx = np.where(sx >= w, 2 * (w - 1) - sx, sx)
     masked = patch.copy()
-    masked[ys, xs] = patch[sy, sx]
+    offsets = structure_offsets(structure, span) if structure != "none" else None
+    if offsets is None:
+        dy = rng.integers(-radius, radius + 1, n)
+        dx = rng.integers(-radius, radius + 1, n)
+        same = (dy == 0) & (dx == 0)
+        dx[same] = rng.choice([-1, 1], int(same.sum()))  # never the pixel itself
+        sy = np.abs(ys + dy)  # mirror at the borders
+        sy = np.where(sy >= h, 2 * (h - 1) - sy, sy)
+        sx = np.abs(xs + dx)
+        sx = np.where(sx >= w, 2 * (w - 1) - sx, sx)
+        masked[ys, xs] = patch[sy, sx]
+    else:
+        oy = np.concatenate([ys, (ys[:, None] + offsets[:, 0]).ravel()])
+        ox = np.concatenate([xs, (xs[:, None] + offsets[:, 1]).ravel()])
+        inside = (oy >= 0) & (oy < h) & (ox >= 0) & (ox < w)
+        oy, ox = oy[inside], ox[inside]
+        masked[oy, ox] = patch.ravel()[rng.integers(0, h * w, len(oy))]
     mask = np.zeros_like(patch)
     mask[ys, xs] = 1
     return masked, mask
+
+
+def masking(params: dict) -> dict:
+    """The structured-mask keywords of :func:`blind_spot` from the run's parameters (runs made before
+    the option existed: none)."""
+    return {"structure": params.get("mask_structure", "none"), "span": int(params.get("mask_span", 0))}
 
 
 def _crop(source: Source, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -285,18 +361,38 @@ def _crop(source: Source, size: int, rng: np.random.Generator) -> np.ndarray:
     return source.image[y : y + size, x : x + size]
 
 
-class BlindSpotDataset(Dataset):
-    """Random N2V training pieces: a TEM tile (probability ``1 - cryoem_fraction``) or a micrograph's
-    training rows, a random crop with flips, 90-degree rotations and intensity jitter, then masking.
-    Items are ``(masked piece (1, P, P), [piece, mask] (2, P, P))``; sample ``i`` of epoch ``e`` comes
-    from ``default_rng([seed, e, i])``."""
+def pool_weights(pools: dict[str, list[Source]], params: dict) -> dict[str, float]:
+    """How often each non-empty pool gives a piece: ``cryo`` ``cryoem_fraction``, ``sem``
+    ``sem_fraction``, ``tem`` (or a plain folder's images) the rest; renormalised over the pools that
+    have images.
 
-    def __init__(self, tem: list[Source], cryo: list[Source], params: dict, *, length: int, seed: int = 0):
-        if not tem and not cryo:
+    >>> w = pool_weights({"tem": [1], "cryo": [], "sem": [2]}, {"cryoem_fraction": 0.3, "sem_fraction": 0.3})
+    >>> {k: round(v, 3) for k, v in w.items()}  # no micrographs: TEM 0.4 and SEM 0.3 renormalised
+    {'tem': 0.571, 'sem': 0.429}
+    """
+    share = {"cryo": params["cryoem_fraction"], "sem": params["sem_fraction"]}
+    raw = {k: share.get(k, max(1.0 - sum(share.values()), 0.0)) for k, v in pools.items() if v}
+    total = sum(raw.values())
+    if total <= 0:  # every non-empty pool has weight 0: draw from them alike
+        return {k: 1 / len(raw) for k in raw}
+    return {k: w / total for k, w in raw.items()}
+
+
+class BlindSpotDataset(Dataset):
+    """Random N2V training pieces: a source of a pool drawn by :func:`pool_weights` (TEM tiles,
+    micrographs' training rows, noisy SEM images' training rows, or a plain folder's images), a
+    random crop with flips, 90-degree rotations and intensity jitter, then masking. Items are
+    ``(masked piece (1, P, P), [piece, mask] (2, P, P))``; sample ``i`` of epoch ``e`` comes from
+    ``default_rng([seed, e, i])``."""
+
+    def __init__(self, pools: dict[str, list[Source]], params: dict, *, length: int, seed: int = 0):
+        if not any(pools.values()):
             raise InputError("no training images for the denoiser")
-        self.tem, self.cryo, self.p = tem, cryo, params
+        self.p = params
+        self.weights = pool_weights(pools, params)
+        self.pools = [pools[k] for k in self.weights]
         self.length, self.seed, self.epoch = length, seed, 0
-        self.names = [s.name for s in tem + cryo]
+        self.names = [s.name for sources in pools.values() for s in sources]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -306,8 +402,7 @@ class BlindSpotDataset(Dataset):
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         p = self.p
-        use_cryo = bool(self.cryo) and (not self.tem or rng.random() < p["cryoem_fraction"])
-        pool = self.cryo if use_cryo else self.tem
+        pool = self.pools[int(rng.choice(len(self.pools), p=list(self.weights.values())))]
         patch = _crop(pool[int(rng.integers(len(pool)))], p["patch_size"], rng)
         if p["flips"]:
             if rng.random() < 0.5:
@@ -324,7 +419,7 @@ class BlindSpotDataset(Dataset):
             )
         if p["method"] == "ne2ne":  # the whole noisy piece: the network draws its sub-images (pairs.py)
             return patch[None], np.stack([patch, np.zeros_like(patch)])
-        masked, mask = blind_spot(patch, p["mask_fraction"], p["mask_radius"], rng)
+        masked, mask = blind_spot(patch, p["mask_fraction"], p["mask_radius"], rng, **masking(p))
         return masked[None], np.stack([patch, mask])
 
     def __getitem__(self, i: int):
@@ -366,7 +461,11 @@ class ValidationDataset(Dataset):
                     self.items.append(pair_code(torch.from_numpy(patch), seed))
                     continue
                 masked, mask = blind_spot(
-                    patch, params["mask_fraction"], params["mask_radius"], np.random.default_rng(seed)
+                    patch,
+                    params["mask_fraction"],
+                    params["mask_radius"],
+                    np.random.default_rng(seed),
+                    **masking(params),
                 )
                 self.items.append((torch.from_numpy(masked[None]), torch.from_numpy(np.stack([patch, mask]))))
 

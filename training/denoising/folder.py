@@ -190,7 +190,9 @@ def evaluate(predict: PredictFn, data_dir: Path, params: dict[str, Any], output_
         std = float(np.asarray(raw, np.float64).std()) + data.EPS
         crop = np.array(raw[max(0, raw.shape[0] - held - CONTEXT) :], np.float32)
         rng = np.random.default_rng([params["seed"], 104729, k])
-        strip, mask = data.blind_spot(crop[-held:], params["mask_fraction"], params["mask_radius"], rng)
+        strip, mask = data.blind_spot(
+            crop[-held:], params["mask_fraction"], params["mask_radius"], rng, **data.masking(params)
+        )
         hidden = crop[-held:][mask > 0].astype(np.float64)
         crop[-held:] = strip
 

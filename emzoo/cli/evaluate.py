@@ -29,13 +29,19 @@ from emzoo.errors import UsageError
     "test input.",
 )
 @click.option(
+    "--tta/--no-tta",
+    default=None,
+    help="Test-time augmentation: average the outputs over the flips and 90-degree turns the model's axes "
+    "allow. Default: as the package asks (config.emzoo.tta), else off.",
+)
+@click.option(
     "-o",
     "--output",
     default=None,
     type=click.Path(dir_okay=False),
     help="Also save the report (every image's metrics) as JSON.",
 )
-def command(model, images, labels, usecase, weight_format, device, precision, calibrate, output):
+def command(model, images, labels, usecase, weight_format, device, precision, calibrate, tta, output):
     """Run MODEL on every image in IMAGES, compare with the label of the same name in LABELS, and print
     the use case's metrics (per image and mean).
 
@@ -57,11 +63,12 @@ def command(model, images, labels, usecase, weight_format, device, precision, ca
         if not existing.is_dir():
             raise UsageError(f"--output {output}: {existing} is a file, not a folder; give another path")
     report = evaluate_folders(
-        model, Path(images), Path(labels), usecase=usecase, weight_format=weight_format, device=spec
+        model, Path(images), Path(labels), usecase=usecase, weight_format=weight_format, device=spec, tta=tta
     )
     names = list(report["metrics"])
     click.echo(
-        f"{report['usecase']} metrics of {model} [{report['weights']}, {report['precision']}] "
+        f"{report['usecase']} metrics of {model} [{report['weights']}, {report['precision']}"
+        f"{', tta' if report['tta'] else ''}] "
         f"on {report['sample_count']} images"
     )
     width = max(len(Path(s["image"]).name) for s in report["samples"]) + 2

@@ -350,9 +350,9 @@ def _counted(predict: PredictFn, options: BuildOptions) -> PredictFn:
     """``predict`` that tells ``options.progress`` how many images it has predicted."""
     done = 0
 
-    def counted(image: np.ndarray) -> dict[str, np.ndarray]:
+    def counted(image: np.ndarray, tta: bool | None = None) -> dict[str, np.ndarray]:
         nonlocal done
-        result = predict(image)
+        result = predict(image, tta=tta)
         done += 1
         if options.progress is not None:
             options.progress("images predicted", done)

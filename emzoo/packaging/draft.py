@@ -172,13 +172,20 @@ def runtime_test_outputs(
 
 
 def predict_fn(draft: Path, fmt: str, t: TensorInfo) -> PredictFn:
-    """``predict(image with the input's axes) -> {output id: array with the output's axes}``."""
+    """``predict(image with the input's axes, tta=None) -> {output id: array with the output's axes}``;
+    ``tta`` True/False switches test-time augmentation on/off, None runs as the package asks."""
     from emzoo.runtime.predictor import Predictor
+    from emzoo.runtime.settings import TileSettings
 
-    predictor = Predictor(draft, weight_format=fmt, trust_package_code=True, device="cpu")
+    predictors: dict[bool | None, Predictor] = {}
 
-    def predict(image: np.ndarray) -> dict[str, np.ndarray]:
-        outs = predictor.run({t.id: sample_in_input_axes(image, t)[None]})
+    def predict(image: np.ndarray, tta: bool | None = None) -> dict[str, np.ndarray]:
+        if tta not in predictors:
+            settings = TileSettings(tta=tta)
+            predictors[tta] = Predictor(
+                draft, weight_format=fmt, trust_package_code=True, device="cpu", settings=settings
+            )
+        outs = predictors[tta].run({t.id: sample_in_input_axes(image, t)[None]})
         return {k: v[0] for k, v in outs.items()}
 
     return predict

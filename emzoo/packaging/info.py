@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-# predict(image: np.ndarray with the input's axes) -> {output id: np.ndarray}
-PredictFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+# predict(image: np.ndarray with the input's axes, tta=None) -> {output id: np.ndarray}; tta: test-time
+# augmentation on (True), off (False) or as the package asks (None)
+PredictFn = Callable[..., dict[str, np.ndarray]]
 
 FLOAT32 = {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}
 AXIS_IDS = {"c": "channel", "i": "index"}  # bioimage.io axis ids of the letters that are not spatial

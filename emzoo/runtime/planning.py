@@ -296,13 +296,7 @@ def plan_tiles(
     except ValueError as e:
         raise UsageError(f"cannot tile this image: {e}") from None
     if any(blends) and s.blend is None:
-        log.warning(
-            "blocks of %s px cannot hold the receptive field (%s px) with a halo: tiles are blended "
-            "over %s px, so results near seams may differ slightly from a whole-image run",
-            sizes,
-            rf,
-            blends,
-        )
+        _warn_blended(tuple(sizes), tuple(rf), tuple(blends))
     batch = plan_batch(
         s.batch_size,
         device=device,
@@ -323,3 +317,21 @@ def plan_tiles(
         batch,
     )
     return plan
+
+
+_BLEND_WARNED: set[tuple] = set()  # (blocks, receptive field, blend) already reported in this process
+
+
+def _warn_blended(sizes: tuple, rf: tuple, blends: tuple) -> None:
+    """Say once per process and layout (not once per image of a folder) that tiles are blended."""
+    if (sizes, rf, blends) in _BLEND_WARNED:
+        return
+    _BLEND_WARNED.add((sizes, rf, blends))
+    field = "an unknown receptive field" if None in rf else f"the receptive field ({list(rf)} px)"
+    log.warning(
+        "blocks of %s px cannot hold %s with a halo: tiles are blended over %s px, so results near "
+        "seams may differ slightly from a whole-image run",
+        list(sizes),
+        field,
+        list(blends),
+    )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from emzoo.atomic import write_text_atomic
 from emzoo.drivers.kinds import RunOutputs, Sample, SampleOutputs
@@ -52,11 +53,6 @@ CLASSES_TABLE = "classes.csv"
 CLASS = "class"  # the key of the per-image table among a sample's extra outputs
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - np.max(z))
-    return e / e.sum()
-
-
 def class_row(file: str, logits: np.ndarray, psi: Psi) -> dict[str, Any]:
     """One image's row: the verdict, the argmax class, its probability and the PSI per class."""
     z = np.asarray(logits, np.float64).reshape(-1)
@@ -66,7 +62,7 @@ def class_row(file: str, logits: np.ndarray, psi: Psi) -> dict[str, Any]:
         "file": file,
         "class": psi.verdict(scores),
         "predicted": psi.classes[best],
-        "probability": float(softmax(z)[best]),
+        "probability": float(softmax(z)[best]),  # scipy's, stable for large logits
     }
     row.update({f"psi_{name}": float(s) for name, s in zip(psi.classes, scores, strict=True)})
     return row

@@ -12,7 +12,7 @@ from emzoo.io import expand_inputs, read_image
 from emzoo.package.load import open_model
 from emzoo.runtime.layout import apply_layout, input_layout
 from emzoo.runtime.predictor import Predictor
-from emzoo.runtime.settings import DeviceSpec
+from emzoo.runtime.settings import DeviceSpec, TileSettings
 from emzoo.tasks.counting import count_outputs, counting_config
 from emzoo.tasks.detection import detection_scores, read_particle_labels
 
@@ -83,15 +83,17 @@ def evaluate_folders(
     usecase: str | None = None,
     weight_format: str | None = None,
     device: DeviceSpec | str = "auto",
+    tta: bool | None = None,
 ) -> dict[str, Any]:
-    """Predict every image with the package (on ``device``, at its precision) and score it against its
-    label with the use case's metrics."""
+    """Predict every image with the package (on ``device``, at its precision; with test-time
+    augmentation when ``tta``, None: as the package asks) and score it against its label with the use
+    case's metrics."""
     from emzoo.train.discovery import get_usecase
 
     package = open_model(model)
     spec = package.spec
     if usecase is None and counting_config(spec) is not None:
-        return _evaluate_counting(model, package, Path(images), Path(labels), weight_format, device)
+        return _evaluate_counting(model, package, Path(images), Path(labels), weight_format, device, tta)
     name = usecase or spec.emzoo.get("usecase")
     if not name:
         raise UsageError(
@@ -102,7 +104,7 @@ def evaluate_folders(
     if not Path(labels).is_dir():
         raise UsageError(f"{labels}: not a folder of label files")
     pairs = pair_files(Path(images), Path(labels))
-    predictor = Predictor(package, weight_format=weight_format, device=device)
+    predictor = Predictor(package, weight_format=weight_format, device=device, settings=TileSettings(tta=tta))
     tin = spec.inputs[0]
     output_id = spec.outputs[0].id
     samples = []
@@ -123,6 +125,7 @@ def evaluate_folders(
         "usecase": name,
         "weights": predictor.weights.format,
         "precision": predictor.precision.precision,
+        "tta": predictor.tta,
         "sample_count": len(samples),
         "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in metric_names},
         "samples": samples,
@@ -130,14 +133,20 @@ def evaluate_folders(
 
 
 def _evaluate_counting(
-    model, package, images: Path, labels: Path, weight_format: str | None, device: DeviceSpec | str
+    model,
+    package,
+    images: Path,
+    labels: Path,
+    weight_format: str | None,
+    device: DeviceSpec | str,
+    tta: bool | None,
 ) -> dict[str, Any]:
     """A counting package against YOLO box or point-CSV labels: its centres (the count the runtime
     reports) matched one-to-one with the labelled particles (:mod:`emzoo.tasks.detection`)."""
     if not labels.is_dir():
         raise UsageError(f"{labels}: not a folder of label files")
     config = counting_config(package.spec)
-    predictor = Predictor(package, weight_format=weight_format, device=device)
+    predictor = Predictor(package, weight_format=weight_format, device=device, settings=TileSettings(tta=tta))
     tin = package.spec.inputs[0]
     samples = []
     for image_path, label_path in pair_files(images, labels):
@@ -154,6 +163,7 @@ def _evaluate_counting(
         "usecase": package.spec.emzoo.get("usecase") or "counting",
         "weights": predictor.weights.format,
         "precision": predictor.precision.precision,
+        "tta": predictor.tta,
         "sample_count": len(samples),
         "metrics": {k: float(np.mean([s["metrics"][k] for s in samples])) for k in names},
         "samples": samples,

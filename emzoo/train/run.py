@@ -300,25 +300,41 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _reproduce(name: str, data: Path, run: Path, output: str | Path, config: Mapping[str, Any]) -> str:
+def _reproduce(usecase: UseCase, data: Path, run: Path, output: str | Path, config: Mapping[str, Any]) -> str:
     return (
         "From the repository root (the training data beside it in `../shared/data`), with "
         "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
-        f"emzoo train {name} --data {_shown_path(data)} --out {_shown_path(run)}{_run_flags(config)}\n"
+        f"emzoo train {usecase.name} --data {_shown_path(data)} --out {_shown_path(run)}"
+        f"{_run_flags(usecase, config)}\n"
         f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}\n```\n\n"
-        "The parameters are the use case's `params.yaml` defaults, listed under Training settings "
+        "The other parameters are the use case's `params.yaml` defaults, listed under Training settings "
         f"(change one with `--set name=value`); the split is fixed and the seed is "
         f"{config.get('params', {}).get('seed', '?')}. This run used the {config.get('device', '?')}."
     )
 
 
-def _run_flags(config: Mapping[str, Any]) -> str:
-    """`` --init PACKAGE`` of a run that started from a package's weights, `` --minutes M`` of a run
-    with a time budget parameter (its value, also 0: the default may differ)."""
+def _run_flags(usecase: UseCase, config: Mapping[str, Any]) -> str:
+    """The flags that repeat the run: `` --init PACKAGE`` of a run that started from a package's
+    weights, `` --minutes M`` of a run with a time budget (its value, also 0: the default may differ),
+    `` --epochs N`` and `` --set name=value ...`` for the parameters that differ from the use case's
+    ``params.yaml``."""
     init = config.get("init") or {}
     flags = f" --init {_shown_path(Path(init['package']))}" if init.get("package") else ""
-    minutes = (config.get("params") or {}).get("minutes")
-    return flags + (f" --minutes {minutes:g}" if isinstance(minutes, int | float) else "")
+    params = dict(config.get("params") or {})
+    minutes = params.pop("minutes", None)
+    if isinstance(minutes, int | float):
+        flags += f" --minutes {minutes:g}"
+    defaults = resolve_params(load_param_file(usecase.params_file), {}) if usecase.params_file else {}
+    changed = {k: v for k, v in params.items() if k in defaults and v != defaults[k]}
+    if "epochs" in changed:
+        flags += f" --epochs {changed.pop('epochs')}"
+    if changed:
+        shown = (
+            str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else v
+            for v in changed.values()
+        )
+        flags += " --set " + " ".join(f"{k}={v}" for k, v in zip(changed, shown, strict=True))
+    return flags
 
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
@@ -402,7 +418,7 @@ def package_run(
     info = usecase.packaging_for(data, params)
     sections = {
         **info.extra_card_sections,
-        "Reproduce this model": _reproduce(name, data, run, output, config),
+        "Reproduce this model": _reproduce(usecase, data, run, output, config),
     }
     evaluations: list[Mapping[str, Any]] = []
 

@@ -220,6 +220,14 @@ CASES: list[Case] = [
         setup=data(),
     ),
     case(
+        "eval-tta",
+        "evaluate --tta scores the test-time-augmented outputs and says so in the header",
+        evaluate("--tta"),
+        0,
+        r", tta\]",
+        setup=data(),
+    ),
+    case(
         "eval-label-size-mismatch",
         "evaluate with a label of another size than its image: one line naming it",
         evaluate(),

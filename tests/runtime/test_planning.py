@@ -159,3 +159,16 @@ def test_small_fixed_blocks_tile_with_a_halo():
     plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=[1, 1])
     assert [a.block for a in plan.axes] == [32, 32] and plan.n_tiles > 4
     assert all(a.halo >= 4 for a in plan.axes)
+
+
+def test_blending_is_reported_once_per_layout_and_names_an_unknown_receptive_field(caplog):
+    """A folder of same-sized images gets the "tiles are blended" warning once, not once per image,
+    and an unknown (global) receptive field is said in words, not as ``[None, None] px``."""
+    grid, outputs = _grid(2999)  # a size no other test plans, so the warning is new here
+    with caplog.at_level("WARNING", logger="emzoo"):
+        for _ in range(3):
+            plan = plan_tiles(grid, outputs, TileSettings(), device="cpu", receptive_field=[None, None])
+    assert plan.n_tiles > 1 and all(a.blend > 0 for a in plan.axes)
+    blended = [r.getMessage() for r in caplog.records if "blended" in r.getMessage()]
+    assert len(blended) == 1, blended
+    assert "unknown receptive field" in blended[0] and "None" not in blended[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emzoo.train.augment import Augmentation, intensity_jitter, random_crop
+from emzoo.train.augment import Augmentation, elastic_deform, intensity_jitter, random_crop
 from emzoo.train.data import PairDataset
 from emzoo.train.split import block_split, natural_key, seeded_split
 
@@ -77,3 +77,22 @@ def test_seeded_split_is_reproducible_and_disjoint():
     assert (len(a["train"]), len(a["val"]), len(a["test"])) == (7, 2, 3)
     with pytest.raises(ValueError, match="none left to train"):
         seeded_split(names, val=6, test=6, seed=0)
+
+
+def test_elastic_deformation_moves_image_and_label_together():
+    """A bright square in the image and its label: after the deformation the label is still 0/1
+    and still covers the (moved) bright pixels; the same generator state gives the same warp."""
+    image = np.zeros((1, 64, 64), np.float32)
+    image[0, 20:44, 20:44] = 1.0
+    label = image > 0.5
+    x, y = elastic_deform(image, label, 6.0, np.random.default_rng(3))
+    assert x.shape == image.shape and x.dtype == np.float32 and y.dtype == bool
+    assert not np.array_equal(y, label)  # it moved
+    assert abs(int(y.sum()) - int(label.sum())) < 0.5 * label.sum()  # a bend, not a blow-up
+    assert x[y].mean() > 0.8 and x[~y].mean() < 0.1  # image and label moved alike
+    again = elastic_deform(image, label, 6.0, np.random.default_rng(3))
+    np.testing.assert_array_equal(again[0], x)
+    # the Augmentation applies it when asked, and not otherwise
+    plain = Augmentation(flips=False, rot90=False)(image, label, np.random.default_rng(3))
+    bent = Augmentation(flips=False, rot90=False, elastic=6.0)(image, label, np.random.default_rng(3))
+    assert np.array_equal(plain[1], label) and not np.array_equal(bent[1], label)

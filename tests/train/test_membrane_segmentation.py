@@ -33,20 +33,25 @@ def test_evaluate_calls_predict_on_the_test_slices_and_scores_the_baseline(membr
         truth[image.tobytes()] = (np.asarray(Image.open(isbi / "train" / "label" / f"{i}.png")) == 0)[None]
     calls = []
 
-    def perfect(image):
-        calls.append(image.shape)
-        return {"membrane_probability": truth[image[0].tobytes()].astype(np.float32)}
+    def perfect_with_tta(image, tta=None):
+        """Perfect with test-time augmentation, all background without it."""
+        calls.append((image.shape, tta))
+        mask = truth[image[0].tobytes()].astype(np.float32)
+        return {"membrane_probability": mask if tta else np.zeros_like(mask)}
 
-    result = membrane.evaluate(perfect, isbi, {"baseline_sigma": 2.0})
-    assert calls == [(1, 512, 512)] * 5
+    result = membrane.evaluate(perfect_with_tta, isbi, {"baseline_sigma": 2.0})
+    assert calls == [((1, 512, 512), True), ((1, 512, 512), False)] * 5
     assert result["dataset_role"] == "test" and result["sample_count"] == 5
-    assert result["metrics"] == {
+    metrics = result["metrics"]
+    assert {k: metrics[k] for k in ("pixel_error", "dice", "adapted_rand_error", "v_rand", "v_info")} == {
         "pixel_error": 0.0,
         "dice": 1.0,
         "adapted_rand_error": 0.0,
         "v_rand": 1.0,  # the ISBI challenge scores of a perfect map on real labels
         "v_info": 1.0,
     }
+    # the scores without test-time augmentation come from the second call (all background here)
+    assert metrics["dice_no_tta"] == 0.0 and metrics["v_rand_no_tta"] < 0.5
     assert [s["name"] for s in result["samples"]] == [f"{i}.png" for i in range(20, 25)]
     base = result["baseline"]
     assert "Otsu" in base["name"]

@@ -151,3 +151,22 @@ def test_evaluate_command_scores_a_package_on_labelled_folders(tiny_run, tmp_pat
     assert saved["usecase"] == uc.name and saved["sample_count"] == len(list(images.iterdir()))
     assert set(saved["metrics"]) == set(saved["samples"][0]["metrics"])
     assert "mean" in result.output
+
+
+def test_tiny_package_card_repeats_the_run_with_its_settings(tiny_package):
+    """The card's "Reproduce this model" gives the flags of the parameters that differ from the use
+    case's params.yaml (the tiny run's --epochs and --set values)."""
+    import zipfile
+
+    from emzoo.train.params import load_param_file, resolve_params
+
+    uc, _, path = tiny_package
+    card = zipfile.ZipFile(path).read("README.md").decode()
+    section = card[card.index("## Reproduce this model") :]
+    command = next(line for line in section.splitlines() if line.startswith(f"emzoo train {uc.name}"))
+    defaults = resolve_params(load_param_file(uc.params_file), {})
+    tiny = {k: v for k, v in uc.tiny_params.items() if v != defaults[k]}
+    if "epochs" in tiny:
+        assert f"--epochs {tiny.pop('epochs')}" in command
+    for key, value in tiny.items():
+        assert f" {key}={value}" in command, (key, command)

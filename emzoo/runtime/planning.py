@@ -16,6 +16,7 @@ receptive field (only when :func:`needs_receptive_field` says so) and passes it 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -319,14 +320,9 @@ def plan_tiles(
     return plan
 
 
-_BLEND_WARNED: set[tuple] = set()  # (blocks, receptive field, blend) already reported in this process
-
-
+@functools.lru_cache(maxsize=8)  # once per layout, as emzoo.tasks.ood says its note once
 def _warn_blended(sizes: tuple, rf: tuple, blends: tuple) -> None:
     """Say once per process and layout (not once per image of a folder) that tiles are blended."""
-    if (sizes, rf, blends) in _BLEND_WARNED:
-        return
-    _BLEND_WARNED.add((sizes, rf, blends))
     field = "an unknown receptive field" if None in rf else f"the receptive field ({list(rf)} px)"
     log.warning(
         "blocks of %s px cannot hold %s with a halo: tiles are blended over %s px, so results near "

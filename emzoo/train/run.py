@@ -329,11 +329,8 @@ def _run_flags(usecase: UseCase, config: Mapping[str, Any]) -> str:
     if "epochs" in changed:
         flags += f" --epochs {changed.pop('epochs')}"
     if changed:
-        shown = (
-            str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else v
-            for v in changed.values()
-        )
-        flags += " --set " + " ".join(f"{k}={v}" for k, v in zip(changed, shown, strict=True))
+        shown = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in changed.items()}  # lossless
+        flags += " --set " + " ".join(f"{k}={v}" for k, v in shown.items())
     return flags
 
 

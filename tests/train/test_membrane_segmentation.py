@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emzoo.errors import UsageError
+from emzoo.train.params import load_param_file, resolve_params
 from emzoo.train.trainer import train
 from tests.conftest import shared
+from tests.train.usecases import sibling
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,28 @@ def test_postprocess_is_the_packages_sigmoid(membrane):
     ]
     assert info.pixel_size == {"y": 4.0, "x": 4.0} and info.pixel_unit == "nanometer"
     assert {c["doi"] for c in info.cite} >= {"10.1371/journal.pbio.1000500", "10.3389/fnana.2015.00142"}
+
+
+def test_boundary_weights_travel_with_the_training_masks_into_the_loss(membrane, tmp_path):
+    import torch
+
+    BceDiceLoss = sibling(membrane, "loss").BceDiceLoss
+
+    params = resolve_params(
+        load_param_file(membrane.params_file), {**membrane.tiny_params, "boundary_weight": 10}
+    )
+    sets = membrane.datasets(membrane.make_tiny_data(tmp_path / "data"), params)
+    _, target = sets["train"][0]
+    assert target.shape[0] == 2 and sets["val"][0][1].shape[0] == 1  # validation keeps the plain mask
+    mask, weight = target.numpy()
+    assert set(np.unique(mask)) <= {0.0, 1.0} and weight.min() >= 1.0
+    assert weight[mask == 1].mean() > weight[mask == 0].mean()  # membranes between cells weigh more
+    logits = torch.zeros(1, 1, *mask.shape)
+    bce = BceDiceLoss(dice_weight=0)
+    weighted, plain = bce(logits, target[None]), bce(logits, target[None, :1])
+    assert torch.isclose(weighted, plain * weight.mean())  # log 2 per pixel, times its weight
+    with pytest.raises(UsageError, match="boundary_weight must be >= 0"):
+        membrane.check_params({**params, "boundary_weight": -1})
 
 
 @pytest.mark.slow

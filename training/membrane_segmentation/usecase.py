@@ -13,6 +13,7 @@ from emzoo.packaging.info import PackagingInfo, PredictFn, TensorInfo
 from emzoo.train.usecase import UNetUseCase, register_usecase
 
 from . import baseline, data
+from .weights import boundary_weights
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_ID = "membrane_probability"
@@ -48,7 +49,7 @@ class MembraneSegmentation(UNetUseCase):
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)  # crop_size: a multiple of 2**depth
-        for name in ("intensity_jitter", "elastic_deformation"):
+        for name in ("intensity_jitter", "elastic_deformation", "boundary_weight"):
             if params[name] < 0:
                 raise UsageError(f"{name} must be >= 0, not {params[name]}")
 
@@ -69,6 +70,9 @@ class MembraneSegmentation(UNetUseCase):
             intensity=params["intensity_jitter"],
             elastic=params["elastic_deformation"],
         )
+        if params["boundary_weight"] > 0:  # the loss's second target channel: per-pixel weights
+            w0 = params["boundary_weight"]
+            masks = [np.concatenate([m, boundary_weights(m[0], w0)[None]]) for m in masks]
         train = PairDataset(
             [data.normalise(a) for a in images],
             masks,

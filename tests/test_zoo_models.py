@@ -4,6 +4,8 @@ data they were not trained on."""
 from __future__ import annotations
 
 import csv
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,24 +75,48 @@ def test_membrane_model_on_the_30_unlabelled_slices(tmp_path):
         assert confident > 0.6, (path.name, confident)  # a segmentation, not a blur
 
 
-def test_particle_counter_counts_near_the_labels(tmp_path):
+def _labelled(labels, name: str, shape: tuple[int, int]) -> tuple[int, float]:
+    """Number of YOLO boxes in ``name``'s label file and their median size (sqrt(w h), px)."""
+    rows = [
+        line.split() for line in (labels / f"{Path(name).stem}.txt").read_text().splitlines() if line.strip()
+    ]
+    sizes = [np.sqrt(float(r[3]) * shape[1] * float(r[4]) * shape[0]) for r in rows]
+    return len(rows), float(np.median(sizes))
+
+
+def test_particle_counter_counts_and_sizes_near_the_labels(tmp_path):
+    """Four held-out test images (640 and 2048 px, HAADF and bright field): one count per image near
+    the labelled one, diameters near the labelled box sizes, and every file the issue asks for."""
     model = zoo("em-particle-counter")
     images = shared("stem_nanoparticles", "images")
     labels = shared("stem_nanoparticles", "labels")
-    result = CliRunner().invoke(main, ["predict", str(model), str(images), "-o", str(tmp_path), "-q"])
+    names = ("Cu4.jpg", "PtCo1.jpg", "Ru2.jpg", "PtW2.jpg")  # held-out test images
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in names:
+        shutil.copy(images / name, inputs / name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", str(model), str(inputs), "-o", str(out), "--overlay", "-q"])
     assert result.exit_code == 0, result.output
-    with open(tmp_path / "counts.csv", newline="") as f:
-        rows = {r["file"]: r for r in csv.DictReader(f)}
-    assert len(rows) == len(list(images.iterdir()))
-    assert all(float(r["count"]) > 0 for r in rows.values())
-    errors = []
-    for name in ("Cu4.jpg", "PtCo1.jpg", "Ru2.jpg", "PtW2.jpg"):  # held-out test images
-        true = sum(
-            1 for line in (labels / name.replace(".jpg", ".txt")).read_text().splitlines() if line.strip()
-        )
+    with open(out / "counts.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = {r["file"]: r for r in reader}
+    assert reader.fieldnames == ["file", "count", "mean_diameter_px", "median_diameter_px"]  # one count
+    errors, size_errors = [], []
+    for name in names:
+        shape = tifffile.imread(out / f"{Path(name).stem}_heat.tif").shape
+        true, true_size = _labelled(labels, name, shape)
         errors.append(abs(float(rows[name]["count"]) - true) / true)
-    assert np.median(errors) < 0.5, errors
-    assert (tmp_path / "Cu4_centres.csv").read_text().startswith("y,x,score")
+        size_errors.append(abs(float(rows[name]["median_diameter_px"]) - true_size) / true_size)
+        with open(out / f"{Path(name).stem}_centres.csv", newline="") as f:
+            centres = list(csv.DictReader(f))
+        assert list(centres[0]) == ["y", "x", "diameter_px", "score"]
+        assert len(centres) == float(rows[name]["count"])  # the count is the number of centres
+        assert (out / f"{Path(name).stem}_overlay.png").is_file()
+        assert (out / f"{Path(name).stem}_sizes.png").is_file()
+    assert (out / "sizes.png").is_file()
+    assert np.median(errors) < 0.25, errors
+    assert max(size_errors) < 0.35, size_errors
 
 
 def test_denoiser_runs_tiled_on_a_4096_micrograph_and_keeps_its_calibration(tmp_path):

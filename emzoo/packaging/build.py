@@ -134,7 +134,8 @@ def package_module(
     training
         Training settings for the card and ``config.bioimageio.training`` (epochs, batch_size, lr, ...).
     extra_config
-        More keys for ``config.emzoo`` (use case name, parameters...).
+        More keys for ``config.emzoo`` (use case name, parameters...); read after ``evaluate`` has
+        run, so that parameters calibrated on the packaged model there reach the config.
     ood_images
         ``(training images, validation images)``, raw, with the input's axes: the out-of-distribution
         statistics (``config.emzoo.ood``, :mod:`emzoo.tasks.ood`) are recorded from the first through

@@ -49,6 +49,15 @@ def metrics_table(evaluation: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _group_stats(groups: dict[str, Any]) -> str:
+    """The statistics of each kind of contrast of the training images, where they mix kinds."""
+    return "".join(
+        f"; {name.replace('_', ' ')} ({g.get('n_images', '?')} images): mean {_fmt(g.get('mean'))}, "
+        f"std {_fmt(g.get('std'))}, 1st/99th percentiles {_fmt(g.get('p1'))}/{_fmt(g.get('p99'))}"
+        for name, g in groups.items()
+    )
+
+
 def _bullets(d: dict[str, Any]) -> str:
     return "\n".join(f"- **{k}**: {_fmt(v)}" for k, v in d.items()) or "- (not recorded)"
 
@@ -149,7 +158,9 @@ def render_card(info: PackagingInfo, facts: CardFacts) -> str:
         + ". Raw training images "
         f"have mean {_fmt(stats.get('mean'))}, std {_fmt(stats.get('std'))}, 1st/99th percentiles "
         f"{_fmt(stats.get('p1'))}/{_fmt(stats.get('p99'))} ({stats.get('dtype', '?')}; computed from "
-        f"{stats.get('source', 'the training images')}). These numbers are stored in "
+        f"{stats.get('source', 'the training images')})"
+        + _group_stats(stats.get("groups") or {})
+        + ". These numbers are stored in "
         "`config.emzoo.training_data` of rdf.yaml, so that tools can warn when an input looks unlike the "
         "training data."
         + (" Resample images of another pixel size before predicting." if info.pixel_size else ""),

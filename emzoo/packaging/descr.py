@@ -227,6 +227,9 @@ def evaluation_descr(ev: Mapping[str, Any], info: PackagingInfo):
             for k, v in baseline["metrics"].items()
         )
         summary = f"This model vs the classical baseline '{baseline.get('name', 'baseline')}': {pairs}."
+    for other, values in (ev.get("other_baselines") or {}).items():  # {name: metrics}
+        pairs = ", ".join(f"{k} {float(v):.4g}" for k, v in values.items() if k in metrics)
+        summary += f" Also '{other}': {pairs}." if pairs else ""
     name = ev.get("dataset_name") or info.training_data["name"]
     source = ev.get("dataset_source") or data_url(info.training_data, info.cite)
     if not is_url(source):

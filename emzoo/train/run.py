@@ -269,7 +269,18 @@ def training_statistics(usecase: UseCase, data_dir: Path, config: Mapping[str, A
         return None
     if not images:
         return None
-    return intensity_stats(images, source=f"the {len(images)} raw training images of the run's split")
+    stats = intensity_stats(images, source=f"the {len(images)} raw training images of the run's split")
+    groups: dict[str, list[np.ndarray]] = {}
+    for image in images:
+        group = usecase.intensity_group(image)
+        if group is not None:
+            groups.setdefault(group, []).append(image)
+    if len(groups) > 1:  # pooled statistics of two contrasts describe neither
+        stats["groups"] = {
+            g: intensity_stats(imgs, source=f"the {len(imgs)} {g.replace('_', ' ')} training images")
+            for g, imgs in sorted(groups.items())
+        }
+    return stats
 
 
 def _training_settings(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -300,17 +311,34 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _reproduce(usecase: UseCase, data: Path, run: Path, output: str | Path, config: Mapping[str, Any]) -> str:
+def _reproduce(
+    usecase: UseCase,
+    data: Path,
+    run: Path,
+    output: str | Path,
+    config: Mapping[str, Any],
+    version: str = "0.1.0",
+) -> str:
+    shown_version = "" if version == "0.1.0" else f" --model-version {version}"  # 0.1.0: the default
     return (
         "From the repository root (the training data beside it in `../shared/data`), with "
         "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
         f"emzoo train {usecase.name} --data {_shown_path(data)} --out {_shown_path(run)}"
         f"{_run_flags(usecase, config)}\n"
-        f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}\n```\n\n"
+        f"emzoo package {_shown_path(run)} -o {_shown_path(Path(output))}{shown_version}\n```\n\n"
         "The other parameters are the use case's `params.yaml` defaults, listed under Training settings "
         f"(change one with `--set name=value`); the split is fixed and the seed is "
         f"{config.get('params', {}).get('seed', '?')}. This run used the {config.get('device', '?')}."
     )
+
+
+def _version_flag(options: BuildOptions | None) -> str | None:
+    """The package version to repeat in the card's command: None when it is the default."""
+    from emzoo.packaging.build import BuildOptions
+
+    if options is None or options.version == BuildOptions.version:
+        return None
+    return str(options.version)
 
 
 def _run_flags(usecase: UseCase, config: Mapping[str, Any]) -> str:
@@ -415,11 +443,24 @@ def package_run(
     info = usecase.packaging_for(data, params)
     sections = {
         **info.extra_card_sections,
-        "Reproduce this model": _reproduce(usecase, data, run, output, config),
+        "Reproduce this model": _reproduce(usecase, data, run, output, config, _version_flag(options)),
     }
     evaluations: list[Mapping[str, Any]] = []
+    extra_config: dict[str, Any] = {
+        "usecase": name,
+        "params": params,
+        "split": config.get("split") or {},
+        "validation": {
+            k: metrics[k] for k in ("epoch", "dataset_role", "sample_count", "metrics") if k in metrics
+        },
+        **usecase.package_config(params),
+    }
 
     def evaluate(predict):
+        # parameters calibrated on the packaged model come first; the config written after the
+        # evaluation (package_module reads extra_config then) and the test evaluation both use them
+        params.update(usecase.calibrate_package(predict, data, params))
+        extra_config.update(params=params, **usecase.package_config(params))
         evaluations.append(usecase.evaluate(predict, data, params))
         return evaluations[-1]
 
@@ -432,15 +473,7 @@ def package_run(
         evaluate=evaluate,
         training_stats=stats,
         training=_training_settings(config, metrics),
-        extra_config={
-            "usecase": name,
-            "params": params,
-            "split": config.get("split") or {},
-            "validation": {
-                k: metrics[k] for k in ("epoch", "dataset_role", "sample_count", "metrics") if k in metrics
-            },
-            **usecase.package_config(params),
-        },
+        extra_config=extra_config,
         options=options,
     )
     shortfall = baseline_shortfall(usecase, evaluations[-1]) if evaluations else None

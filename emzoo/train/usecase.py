@@ -108,6 +108,13 @@ class UseCase:
         """
         raise self.not_written("training_images")
 
+    def intensity_group(self, image: np.ndarray) -> str | None:
+        """The kind of contrast of one raw training image (e.g. ``"haadf"``, ``"bright_field"``), for
+        data sets that mix kinds whose pooled statistics describe neither: the packager then records
+        the statistics of each kind too (``config.emzoo.training_data.intensity.groups``). None (this
+        base): one kind."""
+        return None
+
     def evaluate(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         """Metrics of ``predict`` on the held-out test split and of the classical baseline:
         ``{"dataset_role": "test", "sample_count": n, "metrics": {name: value},
@@ -133,6 +140,13 @@ class UseCase:
     def calibrate(self, params: dict[str, Any], validation: dict[str, float]) -> dict[str, Any]:
         """Parameter values chosen at packaging time from the best epoch's validation metrics (e.g. a
         score threshold); they replace the run's values in what the package is built from."""
+        return {}
+
+    def calibrate_package(self, predict: PredictFn, data_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+        """Parameter values chosen with the *packaged* model (``predict`` as in :meth:`evaluate`) on
+        the validation images, before the test evaluation (e.g. a score threshold on whole images
+        rather than on training's validation windows); they replace ``params`` in the package's config
+        and its evaluation. Default: none."""
         return {}
 
     def package_config(self, params: dict[str, Any]) -> dict[str, Any]:

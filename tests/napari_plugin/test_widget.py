@@ -73,7 +73,7 @@ def test_the_counter_gives_points_and_a_table(qtbot, counter_crop):
     points = viewer.layers["particles centres"]
     assert isinstance(points, Points) and len(points.data) > 0
     assert np.all(points.size > 0) and "score" in points.features
-    assert isinstance(viewer.layers["particles density"], Image)
+    assert isinstance(viewer.layers["particles heat"], Image)
     header = [widget.table.horizontalHeaderItem(i).text() for i in range(widget.table.columnCount())]
     assert widget.table.rowCount() == 1 and {"layer", "count", "n_centres"} <= set(header)
     assert int(widget.table.item(0, header.index("n_centres")).text()) == len(points.data)

@@ -37,6 +37,13 @@ def counter():
     return open_model(ZOO / "em-particle-counter").spec
 
 
+def _density_counter(counter):
+    """The zoo counter's spec as a package that counts by the integral of its map (a density map)."""
+    return replace(
+        counter, emzoo={**counter.emzoo, "counting": {**counter.emzoo["counting"], "count": "integral"}}
+    )
+
+
 def _image(shape=(64, 48), size: float | None = 8.0, unit: str | None = "nanometer", seed=0) -> Image:
     data = np.random.default_rng(seed).integers(0, 255, shape).astype(np.uint8)
     pixel_size = {} if size is None else {"y": size, "x": size}
@@ -97,9 +104,8 @@ def test_values_and_same_shapes_are_unchanged():
 
 def test_output_modes_come_from_the_package(membrane, counter):
     assert output_modes(membrane) == {"membrane_probability": "image"}
-    assert output_modes(counter) == {"density": "density"}
-    emzoo = {**counter.emzoo, "counting": {**counter.emzoo["counting"], "count": "peaks"}}
-    assert output_modes(replace(counter, emzoo=emzoo)) == {"density": "image"}  # a heat map keeps values
+    assert output_modes(counter) == {"heat": "image", "diameter": "sizes"}  # a heat map keeps values
+    assert output_modes(_density_counter(counter)) == {"heat": "density", "diameter": "sizes"}
 
 
 # -- the pixel size given by hand ----------------------------------------------------------------
@@ -217,14 +223,15 @@ def test_streamed_inputs_and_far_pixel_sizes_are_refused(membrane):
 
 
 def test_a_density_map_goes_back_with_its_count(counter):
-    emzoo = {**counter.emzoo, "training_data": {"pixel_size": {"y": 1.0, "x": 1.0}, "unit": "nm"}}
-    spec = replace(counter, emzoo=emzoo)
+    density_counter = _density_counter(counter)
+    training = {"pixel_size": {"y": 1.0, "x": 1.0}, "unit": "nm"}
+    spec = replace(density_counter, emzoo={**density_counter.emzoo, "training_data": training})
     grid = sample_grid(spec, {"raw": _image((60, 60), 0.5)}, "auto")  # 0.5 nm: halved
     model = grid.model_images["raw"]
     assert model.shape == (30, 30)
     density = np.zeros((30, 30), np.float32)
     density[5:7, 5:7] = density[20:22, 10:12] = 0.25
-    back = grid.restore({"density": Image(density, model.meta)})["density"]
+    back = grid.restore({"heat": Image(density, model.meta)})["heat"]
     assert back.shape == (60, 60) and float(back.data.sum()) == pytest.approx(2.0, rel=1e-5)
 
 

@@ -35,16 +35,19 @@ def test_centres_and_diameters_are_scaled_to_the_image():
 
 
 def test_the_counting_kind_writes_centres_in_the_input_pixels(tmp_path):
-    kind = CountingKind(open_model(ZOO / "em-particle-counter").spec)
-    density = np.zeros((64, 64), np.float32)
-    density[20, 40] = density[50, 10] = 1.0  # two particles on the model's (2x finer) grid
+    kind = CountingKind(open_model(ZOO / "em-particle-counter").spec)  # peaks of `heat`, sizes `diameter`
+    yy, xx = np.indices((64, 64))
+    heat = np.zeros((64, 64), np.float32)
+    for y, x in ((20, 40), (50, 10)):  # two particles on the model's (2x finer) grid
+        heat = np.maximum(heat, np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0).astype(np.float32))
+    diameter = np.full((64, 64), 8.0, np.float32)
     model_meta = ImageMeta(axes="yx", pixel_size={"y": 0.5, "x": 0.5}, unit="nanometer")
     image = Image(np.zeros((32, 32), np.uint8), replace(model_meta, pixel_size={"y": 1.0, "x": 1.0}))
     base = tmp_path / "img"
     todo = kind.extra_paths(base)
-    sample = Sample(image, Path("img.tif"), {"density": Image(density, model_meta)}, todo, base)
-    done = kind.finish_sample(sample, OutputOptions())
+    outputs = {"heat": Image(heat, model_meta), "diameter": Image(diameter, model_meta)}
+    done = kind.finish_sample(Sample(image, Path("img.tif"), outputs, todo, base), OutputOptions())
     assert done.row["count"] == pytest.approx(2.0)
     with open(todo["centres"], newline="") as f:
-        rows = sorted((int(r["y"]), int(r["x"])) for r in csv.DictReader(f))
-    assert rows == [(10, 20), (25, 5)]  # round((c + 0.5) / 2 - 0.5)
+        rows = sorted((int(r["y"]), int(r["x"]), float(r["diameter_px"])) for r in csv.DictReader(f))
+    assert rows == [(10, 20, 4.0), (25, 5, 4.0)]  # round((c + 0.5) / 2 - 0.5); 8 model px = 4 image px

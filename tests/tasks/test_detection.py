@@ -102,6 +102,7 @@ def test_evaluate_counter_with_yolo_boxes_and_point_csv(tmp_path):
     assert done.returncode == 0, done.stderr
     header = done.stdout.splitlines()[1].split()
     assert header[:4] == ["image", "precision", "recall", "f1"] and "count_rel_error" in header
+    assert "box_ap50" in header  # the zoo counter predicts sizes
     report = json.loads(report_path.read_text())
     assert report["samples"][0]["metrics"]["true_count"] == len(truth)
     assert 0 <= report["metrics"]["f1"] <= 1

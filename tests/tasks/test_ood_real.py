@@ -70,8 +70,9 @@ def test_calibrate_a_small_set_end_to_end(tmp_path):
 
 def test_counter_separation_small(tmp_path):
     """The particle counter's check, small: six 640 px STEM training images (HAADF and bright field)
-    as reference, four other STEM images held out, against ssTEM and tomogram slices. The spectrum,
-    band and histogram features put both other types above every held-out STEM image."""
+    as reference, four other STEM images held out, against ssTEM and tomogram slices. With the
+    detector (0.2.0) most images of both other types score above every held-out STEM image (AUROC
+    0.85 and 0.89 when measured); the density counter it replaced reached 1.000 (docs/trust.md)."""
     stem = shared("stem_nanoparticles", "images")
     reference = [str(stem / f"{n}.jpg") for n in ("Cu1", "Pt2", "PtCo3", "PtCo", "Ru1", "Ru3")]
     held = [a for n in ("Pd1", "Ru2", "Cu4", "PtCo1") for a in ("--held-out", str(stem / f"{n}.jpg"))]
@@ -84,7 +85,8 @@ def test_counter_separation_small(tmp_path):
     assert "false warnings on the held-out images: 0.0%" in result.stdout
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if "AUROC" in line}
     assert {"ssTEM", "tomogram", "overall"} <= set(rows)
-    assert all("AUROC 1.000" in line for line in rows.values()), result.stdout
+    aurocs = {kind: float(line.split("AUROC")[1].split()[0]) for kind, line in rows.items()}
+    assert min(aurocs.values()) >= 0.8, result.stdout
     with zipfile.ZipFile(out) as z:
         ood = yaml.safe_load(z.read("rdf.yaml"))["config"]["emzoo"]["ood"]
     assert ood["schema"] == 2 and "spectrum2px" in ood["features"] and "sparsity1px" in ood["features"]

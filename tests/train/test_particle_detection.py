@@ -125,3 +125,19 @@ def test_short_training_finds_blobs_and_their_sizes(uc, tmp_path):
     assert scores["f1"] >= 0.7, scores
     true_d = np.sqrt(np.prod(truth.sizes, axis=1))
     assert abs(np.median(result.diameters) / np.median(true_d) - 1) < 0.35, (result.diameters, true_d)
+
+
+def test_training_statistics_are_kept_per_contrast(uc, params):
+    """Issue 11: HAADF and bright-field training images get statistics of their own beside the pooled
+    ones, so that neither contrast is described by a mix of both."""
+    from emzoo.train.run import training_statistics
+    from tests.conftest import shared
+
+    data_dir = shared("stem_nanoparticles")
+    split = _module(uc, "data").pc.split(data_dir)
+    stats = training_statistics(uc, data_dir, {"params": params, "split": split})
+    groups = stats["groups"]
+    assert set(groups) == {"haadf", "bright_field"}
+    assert groups["haadf"]["n_images"] + groups["bright_field"]["n_images"] == stats["n_images"] == 15
+    # dark particles on a bright support: the bright-field images are the brighter ones
+    assert groups["bright_field"]["mean"] > stats["mean"] > groups["haadf"]["mean"]

@@ -14,9 +14,32 @@ from emzoo.packaging.geometry import Geometry
 from emzoo.packaging.info import PackagingInfo, TensorInfo
 
 
-def intensity_stats(images: Iterable[np.ndarray], *, source: str, max_pixels: int = 1_000_000) -> dict:
+def intensity_stats(
+    images: Iterable[np.ndarray],
+    *,
+    source: str,
+    max_pixels: int = 1_000_000,
+    groups: Sequence[str | None] | None = None,
+) -> dict:
     """Mean, std, 1st/99th percentiles of raw images (exact mean/std; percentiles of an evenly
-    spaced subsample of at most ``max_pixels`` per image)."""
+    spaced subsample of at most ``max_pixels`` per image). ``groups`` names each image's kind of
+    contrast (None: no kind); with two kinds or more, each kind's statistics are added as ``groups``,
+    since pooled statistics of two contrasts describe neither."""
+    images = list(images)
+    kinds: dict[str, list[np.ndarray]] = {}
+    for image, kind in zip(images, groups or [None] * len(images), strict=True):
+        if kind is not None:
+            kinds.setdefault(kind, []).append(image)
+    stats = _pooled(images, source, max_pixels)
+    if len(kinds) > 1:
+        stats["groups"] = {
+            k: _pooled(imgs, f"the {len(imgs)} {k.replace('_', ' ')} training images", max_pixels)
+            for k, imgs in sorted(kinds.items())
+        }
+    return stats
+
+
+def _pooled(images: Sequence[np.ndarray], source: str, max_pixels: int) -> dict:
     total = 0.0
     squares = 0.0
     count = 0

@@ -269,18 +269,9 @@ def training_statistics(usecase: UseCase, data_dir: Path, config: Mapping[str, A
         return None
     if not images:
         return None
-    stats = intensity_stats(images, source=f"the {len(images)} raw training images of the run's split")
-    groups: dict[str, list[np.ndarray]] = {}
-    for image in images:
-        group = usecase.intensity_group(image)
-        if group is not None:
-            groups.setdefault(group, []).append(image)
-    if len(groups) > 1:  # pooled statistics of two contrasts describe neither
-        stats["groups"] = {
-            g: intensity_stats(imgs, source=f"the {len(imgs)} {g.replace('_', ' ')} training images")
-            for g, imgs in sorted(groups.items())
-        }
-    return stats
+    groups = [usecase.intensity_group(image) for image in images]
+    source = f"the {len(images)} raw training images of the run's split"
+    return intensity_stats(images, source=source, groups=groups)
 
 
 def _training_settings(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -311,15 +302,11 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _reproduce(
-    usecase: UseCase,
-    data: Path,
-    run: Path,
-    output: str | Path,
-    config: Mapping[str, Any],
-    version: str = "0.1.0",
+def reproduce_section(
+    usecase: UseCase, data: Path, run: Path, output: Path | str, config: Mapping, version: str | None
 ) -> str:
-    shown_version = "" if version == "0.1.0" else f" --model-version {version}"  # 0.1.0: the default
+    """The card's "Reproduce this model"; ``version``: the package's, when it is not the default."""
+    shown_version = f" --model-version {version}" if version else ""
     return (
         "From the repository root (the training data beside it in `../shared/data`), with "
         "`pip install -e '.[cpu,train]'`:\n\n```bash\n"
@@ -330,15 +317,6 @@ def _reproduce(
         f"(change one with `--set name=value`); the split is fixed and the seed is "
         f"{config.get('params', {}).get('seed', '?')}. This run used the {config.get('device', '?')}."
     )
-
-
-def _version_flag(options: BuildOptions | None) -> str | None:
-    """The package version to repeat in the card's command: None when it is the default."""
-    from emzoo.packaging.build import BuildOptions
-
-    if options is None or options.version == BuildOptions.version:
-        return None
-    return str(options.version)
 
 
 def _run_flags(usecase: UseCase, config: Mapping[str, Any]) -> str:
@@ -399,7 +377,7 @@ def package_run(
     """
     import torch
 
-    from emzoo.packaging.build import package_module
+    from emzoo.packaging.build import BuildOptions, package_module
 
     if options is not None:
         check_build_options(options)
@@ -427,6 +405,7 @@ def package_run(
             "(the test split is evaluated through the package)"
         )
     usecase = usecase or get_usecase(name)
+    version = options.version if options is not None and options.version != BuildOptions.version else None
     params = dict(config.get("params", {}))
     params.update(usecase.calibrate(params, metrics.get("metrics", {})))
     module = usecase.build_model(params)
@@ -443,7 +422,7 @@ def package_run(
     info = usecase.packaging_for(data, params)
     sections = {
         **info.extra_card_sections,
-        "Reproduce this model": _reproduce(usecase, data, run, output, config, _version_flag(options)),
+        "Reproduce this model": reproduce_section(usecase, data, run, output, config, version),
     }
     evaluations: list[Mapping[str, Any]] = []
     extra_config: dict[str, Any] = {

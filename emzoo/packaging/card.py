@@ -49,11 +49,18 @@ def metrics_table(evaluation: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _stats_text(stats: dict[str, Any]) -> str:
+    """``mean M, std S, 1st/99th percentiles P1/P99`` of intensity statistics."""
+    return (
+        f"mean {_fmt(stats.get('mean'))}, std {_fmt(stats.get('std'))}, 1st/99th percentiles "
+        f"{_fmt(stats.get('p1'))}/{_fmt(stats.get('p99'))}"
+    )
+
+
 def _group_stats(groups: dict[str, Any]) -> str:
     """The statistics of each kind of contrast of the training images, where they mix kinds."""
     return "".join(
-        f"; {name.replace('_', ' ')} ({g.get('n_images', '?')} images): mean {_fmt(g.get('mean'))}, "
-        f"std {_fmt(g.get('std'))}, 1st/99th percentiles {_fmt(g.get('p1'))}/{_fmt(g.get('p99'))}"
+        f"; {name.replace('_', ' ')} ({g.get('n_images', '?')} images): {_stats_text(g)}"
         for name, g in groups.items()
     )
 
@@ -155,9 +162,7 @@ def render_card(info: PackagingInfo, facts: CardFacts) -> str:
             else " (the training images carry no common calibration: the model "
             "works in pixels, so give it images whose structures have about the training data's size in px)"
         )
-        + ". Raw training images "
-        f"have mean {_fmt(stats.get('mean'))}, std {_fmt(stats.get('std'))}, 1st/99th percentiles "
-        f"{_fmt(stats.get('p1'))}/{_fmt(stats.get('p99'))} ({stats.get('dtype', '?')}; computed from "
+        + f". Raw training images have {_stats_text(stats)} ({stats.get('dtype', '?')}; computed from "
         f"{stats.get('source', 'the training images')})"
         + _group_stats(stats.get("groups") or {})
         + ". These numbers are stored in "

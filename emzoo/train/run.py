@@ -439,7 +439,7 @@ def package_run(
         # parameters calibrated on the packaged model come first; the config written after the
         # evaluation (package_module reads extra_config then) and the test evaluation both use them
         params.update(usecase.calibrate_package(predict, data, params))
-        extra_config.update(params=params, **usecase.package_config(params))
+        extra_config.update(usecase.package_config(params))  # extra_config['params'] is params
         evaluations.append(usecase.evaluate(predict, data, params))
         return evaluations[-1]
 

@@ -266,6 +266,8 @@ class ParticleDetection(UNetUseCase):
             np.median([s["metrics"]["count_rel_error"] for s in samples])
         )
         metrics["f1_min"] = float(min(s["metrics"]["f1"] for s in samples))
+        log_means, otsu_means = mean("baseline_metrics"), mean("otsu_metrics")
+        means = {"metrics": metrics, "baseline_metrics": log_means, "otsu_metrics": otsu_means}
         return {
             "dataset_role": "test",
             "dataset_name": "STEM nanoparticles, test split",
@@ -276,10 +278,10 @@ class ParticleDetection(UNetUseCase):
             "score_threshold": float(params["score_threshold"]),
             "validation_calibration": calibration
             or self._val_calibration(predict, data_dir, split["val"], params),
-            "baseline": {"name": baseline.describe_log(log_settings), "metrics": mean("baseline_metrics")},
-            "other_baselines": {baseline.describe_otsu(params): mean("otsu_metrics")},
+            "baseline": {"name": baseline.describe_log(log_settings), "metrics": log_means},
+            "other_baselines": {baseline.describe_otsu(params): otsu_means},
             "published_anchor": ANCHOR,
-            "table": per_image_table(samples),
+            "table": per_image_table(samples, means),
             "samples": samples,
         }
 

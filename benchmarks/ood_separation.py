@@ -156,7 +156,7 @@ def cost(models: list[str], data: str) -> None:
             outputs = predictor.predict(image)
             predict.append(time.perf_counter() - start)
             start = time.perf_counter()
-            one = Check(predictor.spec.emzoo, image, predictor.spec)
+            one = Check(predictor.spec.emzoo, image, predictor.spec, predictor.package)
             one.verdict(), one.verdict(outputs)
             check.append(time.perf_counter() - start)
         p, c = float(np.median(predict)), float(np.median(check))

@@ -151,3 +151,9 @@ def test_card_predict_command_runs_from_the_repository_root(card: Path, tmp_path
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     # an image output, or the value table of an image-to-value model (a classifier's logits)
     assert any(name.endswith((".tif", ".csv")) for name in written), written
+
+
+@pytest.mark.parametrize("readme", sorted(REPO.glob("training/*/README.md")), ids=lambda p: p.parent.name)
+def test_use_case_readmes_name_no_path_of_this_machine(readme: Path):
+    text = readme.read_text(encoding="utf-8")
+    assert [m.group(0) for m in MACHINE_PATH.finditer(text)] == []

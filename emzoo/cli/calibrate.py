@@ -1,5 +1,5 @@
 """``emzoo calibrate MODEL IMAGES... -o NEW_MODEL``: record the out-of-distribution statistics of a
-package from in-distribution images (:mod:`emzoo.tasks.ood_calibrate`)."""
+package from in-distribution images (:mod:`emzoo.tasks.ood.calibrate`)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def command(
     model counts as 11 of its slices.
     """
     from emzoo.runtime.predictor import Predictor
-    from emzoo.tasks.ood_calibrate import calibrate, parse_other, read_images, separation_rows
-    from emzoo.tasks.ood_package import write_calibrated
+    from emzoo.tasks.ood.calibrate import calibrate, parse_other, read_images, separation_rows
+    from emzoo.tasks.ood.package import write_calibrated
 
     typed: dict[str, list[str]] = {}
     for text in others:
@@ -98,6 +98,14 @@ def command(
         f"reference images: {len(result.reference)}, held-out: {len(result.held_out)}; threshold "
         f"{s.threshold:.3g} (image features alone {s.threshold_image:.3g})"
     )
+    if result.embedding is not None:
+        e = result.embedding
+        click.echo(
+            f"network features: {len(e.fit.vectors)} training cells from {e.node}; threshold "
+            f"{e.fit.threshold:.3g}"
+        )
+    else:
+        click.echo("network features: none (they need ONNX weights with a pooling step and onnx installed)")
     rate = result.false_warning_rate()
     if rate is not None:
         click.echo(f"false warnings on the held-out images: {rate:.1%}")

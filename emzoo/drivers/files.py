@@ -289,7 +289,8 @@ def _predict_one(
     images, first = grid.model_images, grid.model_images[predictor.spec.inputs[0].id]
     if not stream:  # streamed chunks are checked as they are read (emzoo.drivers.streaming)
         _check_in_memory(run, inputs, images, name_from)
-    check = Check(predictor.spec.emzoo, first, predictor.spec)  # image features once (emzoo.tasks.ood)
+    # image features (and the network's, where the package has them) once (emzoo.tasks.ood)
+    check = Check(predictor.spec.emzoo, first, predictor.spec, predictor.package)
     verdict = check.verdict()  # before the run; after it, with the outputs' features too
     sources = {tid: item.path for tid, item in inputs.items()}
     record = provenance.begin(

@@ -245,7 +245,9 @@ def _build(
         attachments.append(job.path("evaluation.json"))
     _write_cards(job, file_name, stats, evaluation, training)
     if ood_images is not None:
-        extra_config = {**extra_config, "ood": _ood(job, draft_dir, ood_images, options)}
+        ood, files = _ood(job, draft_dir, ood_images, options)
+        extra_config = {**extra_config, "ood": ood}
+        attachments += files
     config = D.config_descr(
         tolerances=D.tolerance_descrs(tolerances),
         evaluations=[D.evaluation_descr(evaluation, info)] if evaluation else [],
@@ -326,11 +328,12 @@ def _covers(job: Job, predict: PredictFn) -> list[Path]:
     ]
 
 
-def _ood(job: Job, draft_dir: Path, images, options: BuildOptions) -> dict[str, Any]:
+def _ood(job: Job, draft_dir: Path, images, options: BuildOptions) -> tuple[dict[str, Any], list[Path]]:
     """Step 5b: the training images' out-of-distribution statistics through the draft package, the
-    false-warning rate on the validation images, and the card's section on them."""
-    from emzoo.tasks.ood_calibrate import calibrate_arrays
-    from emzoo.tasks.ood_package import card_section, measured_record, with_section
+    false-warning rate on the validation images, and the card's section on them; with the files of
+    the network's features (attachments)."""
+    from emzoo.tasks.ood.calibrate import calibrate_arrays
+    from emzoo.tasks.ood.package import card_section, embedding_files, measured_record, with_section
 
     _tell(options, "recording the training images' out-of-distribution statistics")
     reference, held_out = ([sample_in_input_axes(a, job.tin) for a in group] for group in images)
@@ -338,7 +341,8 @@ def _ood(job: Job, draft_dir: Path, images, options: BuildOptions) -> dict[str, 
     card = job.path("README.md")
     text = with_section(card.read_text(encoding="utf-8"), card_section(result, None))
     card.write_text(text, encoding="utf-8")
-    return {**result.stats.to_dict(), **measured_record(result)}
+    entry, files = embedding_files(result, job.stage)
+    return {**result.stats.to_dict(), **entry, **measured_record(result)}, files
 
 
 def _tell(options: BuildOptions, stage: str, done: int | None = None) -> None:

@@ -10,8 +10,8 @@ from scipy import ndimage
 from emzoo.errors import PackageError
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.tasks.ood import Check, OutOfDistribution, Verdict, check_input, policy_note
-from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features
-from emzoo.tasks.ood_score import SCHEMA, OodStats, auroc, fit, leave_one_out, schema_note, score
+from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features
+from emzoo.tasks.ood.score import SCHEMA, OodStats, auroc, fit, leave_one_out, schema_note, score
 
 PIXEL = {"training_data": {"pixel_size": {"y": 4.0, "x": 4.0}, "unit": "nanometer"}}
 NAMES = [f.name for f in IMAGE_FEATURES]

@@ -373,7 +373,8 @@ class Denoising(UNetUseCase):
             pixel_size={},  # the images come with no (or mixed) calibration: see the README
             pixel_unit=None,
             training_data={
-                "name": "Noisy TEM tiles (EMDiffuse), two cryo-EM micrographs (mrcfile test data)"
+                "name": "Noisy TEM tiles (EMDiffuse), cryo-EM micrographs of uncorrelated noise "
+                "(mrcfile test data)"
                 + (
                     ", noisy versions of an SEM backscatter image (python_for_microscopists)"
                     if with_sem

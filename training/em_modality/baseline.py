@@ -1,7 +1,7 @@
 """The classical baseline: nearest class centroid on hand-made texture features.
 
 The features are the image features of emzoo's out-of-distribution check
-(:data:`emzoo.tasks.ood_features.IMAGE_FEATURES`: the noise level relative to the image's spread, the
+(:data:`emzoo.tasks.ood.features.IMAGE_FEATURES`: the noise level relative to the image's spread, the
 correlation of neighbouring noise along x and y, how unevenly local contrast is spread in 8 and 32 px
 blocks, and whatever else that module measures), of a central crop of at most 512 px. Each feature
 is standardised by its spread over the training images; an image belongs to the class whose training
@@ -27,14 +27,14 @@ NAME = "nearest class centroid on the standardised image features of emzoo's out
 
 
 def feature_names() -> list[str]:
-    from emzoo.tasks.ood_features import IMAGE_FEATURES
+    from emzoo.tasks.ood.features import IMAGE_FEATURES
 
     return [f.name for f in IMAGE_FEATURES]
 
 
 def features(image: np.ndarray) -> np.ndarray:
     from emzoo.io.meta import Image, ImageMeta
-    from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features
+    from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features
 
     found = image_features(Image(np.asarray(image), ImageMeta(axes="yx")))
     return np.array([found.get(f.name, 0.0) for f in IMAGE_FEATURES], np.float64)

@@ -191,7 +191,7 @@ class EMModality(UseCase):
         """The packaged model on the held-out images of the known classes (accuracy per class and
         balanced) next to the nearest-centroid baseline, and its PSI, maximum softmax and energy on the
         image types it never saw (AUROC unknown vs known)."""
-        from emzoo.tasks.ood_score import auroc
+        from emzoo.tasks.ood.score import auroc
 
         psi = getattr(self, "_psi", None) or self.fit_psi(self._packaged, data_dir, params)
         parts = data.split(data_dir)

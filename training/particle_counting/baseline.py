@@ -5,7 +5,7 @@ when it is bright-field (dark particles, :func:`data.is_bright_field`), so that 
 blobs; every blob found is one particle, its centre the blob's position. The parameters in
 ``params.yaml`` were chosen on the **training split only** with :func:`tune`::
 
-    python -m training.particle_counting.baseline /work/shared/data/stem_nanoparticles
+    python -m training.particle_counting.baseline ../shared/data/stem_nanoparticles
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from typing import Any
 
 from emzoo.atomic import atomic_path
 from emzoo.errors import PackageError, UsageError, literal
-from emzoo.tasks.ood_calibrate import Calibration
+from emzoo.tasks.ood.calibrate import Calibration
+from emzoo.tasks.ood.embedding import MODEL_FILE, REFERENCE_FILE
 
 SECTION = "## Out-of-distribution check"
 METRICS = ("auroc", "flagged", "false_warnings")
@@ -49,7 +50,9 @@ def write_calibrated(
         )
     descr = load_model_description(_rdf(source), perform_io_checks=False)
     emzoo = dict(descr.config.emzoo or {}) if hasattr(descr.config, "emzoo") else {}
-    emzoo["ood"] = {**result.stats.to_dict(), **measured_record(result)}
+    stage = Path(tempfile.mkdtemp(prefix="emzoo-calibrate-"))
+    entry, files = embedding_files(result, stage)
+    emzoo["ood"] = {**result.stats.to_dict(), **entry, **measured_record(result)}
     bioimageio = descr.config.bioimageio
     kept = [e for e in bioimageio.evaluations if list(e.metrics[:1]) != [METRICS[0]]]
     if result.others:
@@ -57,13 +60,16 @@ def write_calibrated(
     config = descr.config.model_copy(
         update={"emzoo": emzoo, "bioimageio": bioimageio.model_copy(update={"evaluations": kept})}
     )
-    update: dict[str, Any] = {"config": config}
-    stage = Path(tempfile.mkdtemp(prefix="emzoo-calibrate-"))
+    from bioimageio.spec.common import FileDescr
+
+    kept_files = [
+        a for a in descr.attachments if Path(str(a.source)).name not in (MODEL_FILE, REFERENCE_FILE)
+    ]
+    attachments = kept_files + [FileDescr(source=f) for f in files]
+    update: dict[str, Any] = {"config": config, "attachments": attachments}
     try:
         card = _card(descr, source)
         if card is not None:
-            from bioimageio.spec.common import FileDescr
-
             name = Path(str(descr.documentation.source)).name
             (stage / name).write_text(with_section(card, card_section(result, command)), encoding="utf-8")
             update["documentation"] = FileDescr(source=stage / name)
@@ -98,6 +104,39 @@ def _save(descr, output: Path, load_description, invalid) -> None:
             shutil.rmtree(output)
         elif output.exists():
             output.unlink()
+
+
+def embedding_files(result: Calibration, folder: Path) -> tuple[dict[str, Any], list[Path]]:
+    """``{"embedding": ...}`` for ``config.emzoo.ood`` and the two files it names, written to
+    ``folder`` (the package's attachments); ``({}, [])`` for a calibration without network features."""
+    record = result.embedding
+    if record is None:
+        return {}, []
+    import numpy as np
+
+    from emzoo.cache import sha256_file
+    from emzoo.tasks.ood.embedding import GRID, REFERENCE_GRID, reference_table
+
+    model, table = folder / MODEL_FILE, folder / REFERENCE_FILE
+    model.write_bytes(record.model)
+    np.save(table, reference_table(record.fit), allow_pickle=False)
+    entry = {
+        "model": MODEL_FILE,
+        "model_sha256": sha256_file(model),
+        "reference": REFERENCE_FILE,
+        "reference_sha256": sha256_file(table),
+        "node": record.node,
+        "cells": len(record.fit.vectors),
+        "threshold": round(record.fit.threshold, 6),
+        "spacing": round(record.fit.spacing, 6),
+        "rule": (
+            f"the network up to the input of its last pooling step; per {GRID}x{GRID} cell of the central "
+            "crop, channel means and standard deviations; score: median over the cells of the cosine "
+            f"distance to the nearest training cell (training images: {REFERENCE_GRID}x{REFERENCE_GRID} "
+            "crops); threshold: 4 x the median leave-one-image-out score"
+        ),
+    }
+    return {"embedding": entry}, [model, table]
 
 
 def measured_record(result: Calibration) -> dict[str, Any]:
@@ -171,7 +210,9 @@ def _card(descr, source: Path) -> str | None:
             pass
     from bioimageio.spec.utils import download
 
-    return Path(download(doc).path).read_text(encoding="utf-8")
+    found = download(doc)  # a reader of the bytes (inside a zip package: no path on disk)
+    data = found.read() if hasattr(found, "read") else Path(found.path).read_bytes()
+    return data.decode("utf-8")
 
 
 def with_section(card: str, section: str) -> str:
@@ -184,6 +225,13 @@ def with_section(card: str, section: str) -> str:
     if anchor < 0:
         return card.rstrip("\n") + "\n\n" + section
     return card[: anchor + 1] + section + "\n" + card[anchor + 1 :]
+
+
+def _worst_embedding(result: Calibration) -> str:
+    if result.embedding is None:
+        return ""
+    worst = max((h.embedding_score or 0.0) for h in result.held_out)
+    return f"; worst network-feature score {worst:.3g}, threshold {result.embedding.fit.threshold:.3g}"
 
 
 def card_section(result: Calibration, command: str | None) -> str:
@@ -208,12 +256,24 @@ def card_section(result: Calibration, command: str | None) -> str:
         "images: their median leave-one-out score (each image against the others) times "
         f"{s.spacings:g}.",
     ]
+    if result.embedding is not None:
+        e = result.embedding
+        lines[-1] += (
+            " The network's own features count too: the package's network up to the input of its last "
+            f"pooling step (`{e.node}`, kept as `{MODEL_FILE}`) describes the central crop of an input "
+            "cell by cell (channel means and standard deviations in a 2 x 2 grid), and the median cosine "
+            f"distance of its cells to the nearest of the {len(e.fit.vectors)} training cells "
+            f"({REFERENCE_FILE}) is a second score, with a threshold of the same rule "
+            f"({e.fit.threshold:.3g}); an input above either threshold is out of distribution."
+        )
     rate = result.false_warning_rate()
     if result.others:
         lines += [
             "",
             "Measured separation (AUROC: held-out in-distribution images vs each other image type; "
-            "flagged: share of that type above the threshold):",
+            "flagged: share of that type above the threshold"
+            + (" or the network features' threshold" if result.embedding is not None else "")
+            + "):",
             "",
             "| image type | images | AUROC | flagged |",
             "|---|---|---|---|",
@@ -221,10 +281,11 @@ def card_section(result: Calibration, command: str | None) -> str:
         for kind, row in result.separation().items():
             lines.append(f"| {kind} | {row['images']} | {row['auroc']:.3f} | {row['flagged']:.0%} |")
     if rate is not None:
+        worst = max(h.score for h in result.held_out)
         lines += [
             "",
             f"False-warning rate on the {len(result.held_out)} held-out in-distribution images: "
-            f"{rate:.1%} (worst score {max(h.score for h in result.held_out):.3g}).",
+            f"{rate:.1%} (worst score {worst:.3g}{_worst_embedding(result)}).",
         ]
     if command:
         lines += ["", "Recorded (and recorded again after retraining) with:", "", "```bash", command, "```"]

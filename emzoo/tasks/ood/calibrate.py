@@ -2,10 +2,10 @@
 well they tell other image types apart (``emzoo calibrate``).
 
 :func:`calibrate` predicts every image with the package (so that the output features are those
-``emzoo predict`` sees), fits :class:`~emzoo.tasks.ood_score.OodStats` on the reference images,
+``emzoo predict`` sees), fits :class:`~emzoo.tasks.ood.score.OodStats` on the reference images,
 calibrates the thresholds on them (leave-one-out), and measures the false-warning rate on held-out
 in-distribution images and, given images of other types, the separation: AUROC per type and
-overall, and the share of each type flagged. :mod:`emzoo.tasks.ood_package` writes the
+overall, and the share of each type flagged. :mod:`emzoo.tasks.ood.package` writes the
 result into a new package.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import numpy as np
 
 from emzoo.errors import UsageError, literal
 from emzoo.io import Image, ImageMeta, expand_inputs, read_image
-from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features, output_features, output_features_of
-from emzoo.tasks.ood_score import OodStats, auroc, fit, leave_one_out, score
+from emzoo.tasks.ood.embedding import REFERENCE_GRID, Embedder, ReferenceFit, cut_network, distance
+from emzoo.tasks.ood.embedding import fit_reference as fit_embedding
+from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features, output_features, output_features_of
+from emzoo.tasks.ood.score import OodStats, auroc, fit, leave_one_out, score
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,22 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Scored:
-    """One image's features and score."""
+    """One image's features and score, and its network embedding (cells) and that score."""
 
     name: str
     features: dict[str, float]
     score: float = 0.0
+    cells: np.ndarray | None = None
+    embedding_score: float | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    """The network cut for embeddings (ONNX bytes), the tensor it ends at, the reference fit."""
+
+    model: bytes
+    node: str
+    fit: ReferenceFit
 
 
 @dataclass
@@ -47,31 +60,43 @@ class Calibration:
     reference: list[Scored]
     held_out: list[Scored] = field(default_factory=list)
     others: dict[str, list[Scored]] = field(default_factory=dict)
+    embedding: EmbeddingRecord | None = None
+
+    def ratio(self, s: Scored) -> float:
+        """How far ``s`` lies out, in units of the thresholds: the larger of score / threshold and
+        (with an embedding) embedding score / its threshold; above 1: out of distribution."""
+        ratio = s.score / self.stats.threshold
+        if self.embedding is not None and s.embedding_score is not None:
+            ratio = max(ratio, s.embedding_score / self.embedding.fit.threshold)
+        return float(ratio)
 
     def false_warning_rate(self) -> float | None:
         """The share of held-out in-distribution images flagged (None without any)."""
         if not self.held_out:
             return None
-        return float(np.mean([s.score > self.stats.threshold for s in self.held_out]))
+        return float(np.mean([self.ratio(s) > 1 for s in self.held_out]))
 
     def separation(self) -> dict[str, dict[str, float]]:
         """``{type or "overall": {"auroc", "flagged", "images"}}`` against the held-out images (the
-        reference images' leave-one-out scores where there are none)."""
-        negatives = [s.score for s in self.held_out] or [float(v) for v in leave_one_out(self.stats)]
+        reference images' leave-one-out scores where there are none), on :meth:`ratio`."""
+        if self.held_out:
+            negatives = [self.ratio(s) for s in self.held_out]
+        else:
+            negatives = [float(v) / self.stats.threshold for v in leave_one_out(self.stats)]
         table: dict[str, dict[str, float]] = {}
         everything: list[float] = []
         for kind, scored in self.others.items():
-            values = [s.score for s in scored]
+            values = [self.ratio(s) for s in scored]
             everything += values
             table[kind] = {
                 "auroc": auroc(negatives, values),
-                "flagged": float(np.mean([v > self.stats.threshold for v in values])),
+                "flagged": float(np.mean([v > 1 for v in values])),
                 "images": len(values),
             }
         if len(self.others) > 1:
             table["overall"] = {
                 "auroc": auroc(negatives, everything),
-                "flagged": float(np.mean([v > self.stats.threshold for v in everything])),
+                "flagged": float(np.mean([v > 1 for v in everything])),
                 "images": len(everything),
             }
         return table
@@ -110,7 +135,7 @@ def features_of(predictor, image: Image) -> dict[str, float]:
 
 def _scored(
     predictor, images: Sequence[tuple[str, Image]], what: str, progress: Progress | None
-) -> list[Scored]:
+) -> list[tuple[Scored, Image]]:
     out = []
     for k, (name, image) in enumerate(images):
         if progress is not None:
@@ -119,8 +144,36 @@ def _scored(
         if not values:
             log.warning("%s: constant or too small, left out of the calibration", name)
             continue
-        out.append(Scored(name, values))
+        out.append((Scored(name, values), image))
     return out
+
+
+def _embedder(predictor) -> tuple[Embedder, str] | None:
+    """The package's network cut for embeddings (:mod:`emzoo.tasks.ood.embedding`), or None when it
+    has no ONNX weights, no pooling step, an input the embedding does not cover, or onnx is missing."""
+    import tempfile
+
+    from emzoo.tasks.ood.embedding import model_input
+
+    weights = predictor.spec.weights.get("onnx")
+    if weights is None or model_input(predictor.spec, np.zeros((64, 64))) is None:
+        return None
+    try:
+        import onnx  # noqa: F401  (the cut needs it; predicting does not)
+    except ImportError:
+        log.warning("onnx is not installed: the out-of-distribution check records no network features")
+        return None
+    source = predictor.package.verified_file(weights.source, weights.sha256)
+    with tempfile.TemporaryDirectory(prefix="emzoo-embedding-") as folder:
+        path = Path(folder) / "embedding.onnx"
+        node = cut_network(source, path)
+        if node is None:
+            return None
+        return Embedder(path.read_bytes()), node
+
+
+def _embedded(net: Embedder, spec, s: Scored, image: Image, grid: int = 1) -> Scored:
+    return replace(s, cells=net.embed_image(spec, image, grid=grid))
 
 
 def calibrate(
@@ -141,15 +194,31 @@ def calibrate(
     held = _scored(predictor, held_out, "held-out", progress)
     outputs = output_features_of(spec)
     stats = fit(
-        [s.features for s in ref],
+        [s.features for s, _ in ref],
         features=[f.name for f in (*IMAGE_FEATURES, *outputs)],
         floors=[f.floor for f in (*IMAGE_FEATURES, *outputs)],
         image_features=len(IMAGE_FEATURES),
-        names=[_short(s.name) for s in ref],
+        names=[_short(s.name) for s, _ in ref],
     )
-    result = Calibration(stats, ref, [_rescored(stats, s) for s in held])
+    embedder = _embedder(predictor)
+    record = None
+    if embedder is not None:
+        net, node = embedder
+        ref = [_embedded(net, spec, s, image, REFERENCE_GRID) for s, image in ref]
+        cells = [s.cells for s in ref if s.cells is not None]
+        if len(cells) >= 3:
+            record = EmbeddingRecord(net.model_bytes, node, fit_embedding(cells))
+        held = [_embedded(net, spec, s, image) for s, image in held]
+    else:
+        ref, held = [s for s, _ in ref], [s for s, _ in held]
+    result = Calibration(stats, ref, [_rescored(stats, s, record) for s in held], embedding=record)
     for kind, images in (others or {}).items():
-        result.others[kind] = [_rescored(stats, s) for s in _scored(predictor, images, kind, progress)]
+        scored = _scored(predictor, images, kind, progress)
+        if embedder is not None:
+            scored = [_embedded(embedder[0], spec, s, image) for s, image in scored]
+        else:
+            scored = [s for s, _ in scored]
+        result.others[kind] = [_rescored(stats, s, record) for s in scored]
     return result
 
 
@@ -173,8 +242,11 @@ def calibrate_arrays(
     return calibrate(predictor, named(reference, "training image"), named(held_out, "held-out image"))
 
 
-def _rescored(stats: OodStats, s: Scored) -> Scored:
-    return Scored(s.name, s.features, score(stats, s.features).score)
+def _rescored(stats: OodStats, s: Scored, record: EmbeddingRecord | None = None) -> Scored:
+    far = None
+    if record is not None and s.cells is not None:
+        far = distance(record.fit.vectors, s.cells)
+    return replace(s, score=score(stats, s.features).score, embedding_score=far)
 
 
 def _short(name: str) -> str:

@@ -2,7 +2,7 @@
 threshold, yes or no, and the reasons in words.
 
 Packages carry the statistics of their training images' features in ``config.emzoo.ood``
-(:mod:`emzoo.tasks.ood_score`; the features: :mod:`emzoo.tasks.ood_features`), recorded when emzoo
+(:mod:`emzoo.tasks.ood.score`; the features: :mod:`emzoo.tasks.ood.features`), recorded when emzoo
 packages a model or by ``emzoo calibrate`` for any package. The score is the distance of the
 input's features (raw image statistics, and the statistics of the model's outputs once it has run)
 to the nearest training image's; above the threshold calibrated on in-distribution images the input
@@ -26,8 +26,9 @@ import numpy as np
 from emzoo.errors import InputError
 from emzoo.io.meta import Image
 from emzoo.io.units import convert, short_unit
-from emzoo.tasks.ood_features import IMAGE_FEATURES, image_features, output_features
-from emzoo.tasks.ood_score import OodStats, schema_note, score
+from emzoo.tasks.ood.embedding import load_embedding
+from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features, output_features
+from emzoo.tasks.ood.score import OodStats, schema_note, score
 
 log = logging.getLogger(__name__)
 OodPolicy = Literal["warn", "skip", "fail"]
@@ -50,27 +51,43 @@ class Verdict:
     threshold: float | None
     out_of_distribution: bool
     reasons: tuple[str, ...] = ()
+    embedding_score: float | None = None  # the network's features (emzoo.tasks.ood.embedding)
+    embedding_threshold: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """``{score, threshold, out_of_distribution, reasons}``: what the provenance record keeps."""
-        return {
+        """``{score, threshold, out_of_distribution, reasons}`` (and the network-feature score and
+        threshold where the package has them): what the provenance record keeps."""
+        found = {
             "score": None if self.score is None else round(self.score, 4),
             "threshold": None if self.threshold is None else round(self.threshold, 4),
             "out_of_distribution": self.out_of_distribution,
             "reasons": list(self.reasons),
         }
+        if self.embedding_score is not None and self.embedding_threshold is not None:
+            found["embedding_score"] = round(self.embedding_score, 5)
+            found["embedding_threshold"] = round(self.embedding_threshold, 5)
+        return found
 
     def text(self) -> str:
         """The verdict as one line of a summary."""
         shown = "; ".join(self.reasons)
-        if self.score is None or self.threshold is None or self.score <= self.threshold:
+        scores = []
+        if self.score is not None and self.threshold is not None and self.score > self.threshold:
+            scores.append(f"score {self.score:.3g} > threshold {self.threshold:.3g}")
+        if self._embedding_flags():
+            scores.append(f"network features {self.embedding_score:.3g} > {self.embedding_threshold:.3g}")
+        if not scores:
             return shown  # the pixel size or a constant image only
-        return f"out of distribution (score {self.score:.3g} > threshold {self.threshold:.3g}): {shown}"
+        return f"out of distribution ({'; '.join(scores)}): {shown}"
+
+    def _embedding_flags(self) -> bool:
+        e, t = self.embedding_score, self.embedding_threshold
+        return e is not None and t is not None and e > t
 
 
 def ood_stats(emzoo_config: dict[str, Any]) -> OodStats | None:
     """The package's statistics (``config.emzoo.ood``), or None when it has none or has them in
-    another schema (:func:`~emzoo.tasks.ood_score.schema_note`: then only the pixel size and the
+    another schema (:func:`~emzoo.tasks.ood.score.schema_note`: then only the pixel size and the
     constant-image checks run)."""
     entry = (emzoo_config or {}).get("ood")
     if not entry or schema_note(entry) is not None:
@@ -82,12 +99,20 @@ class Check:
     """The check of one input: its image features once, then a verdict before the model runs (image
     features only) and after it (with the outputs' features)."""
 
-    def __init__(self, emzoo_config: dict[str, Any], image: Image, spec=None):
+    def __init__(self, emzoo_config: dict[str, Any], image: Image, spec=None, package=None):
         """``spec`` (the package's :class:`~emzoo.package.spec.ModelSpec`) is needed for verdicts
-        with outputs."""
+        with outputs; ``package`` (the loaded :class:`~emzoo.package.load.ModelPackage`) for the
+        network's features, where the package records them."""
         self.spec, self.image = spec, image
         self.stats = ood_stats(emzoo_config)
         entry = (emzoo_config or {}).get("ood")
+        self.embedding = None
+        if self.stats is not None and package is not None:
+            self.embedding = load_embedding(package, (entry or {}).get("embedding"))
+        self.embedding_score = None
+        if self.embedding is not None:
+            with np.errstate(all="ignore"):
+                self.embedding_score = self.embedding.score(package.spec, image)
         self.note = schema_note(entry) if entry else None  # statistics this emzoo cannot use
         if self.note is not None:
             _warn_once(self.note)
@@ -113,7 +138,17 @@ class Check:
             reasons += [_deviation_text(*d) for d in result.deviations[:SHOWN_REASONS] if d[4] >= 1.0]
             if len(reasons) == len(self.hard):
                 reasons.append("its features, taken together, are unlike every training image's")
-        return Verdict(result.score, result.threshold, flagged or bool(self.hard), tuple(reasons))
+        e_score = self.embedding_score
+        e_threshold = None if self.embedding is None else self.embedding.threshold
+        if e_score is not None and e_threshold is not None and e_score > e_threshold:
+            flagged = True
+            reasons.append(
+                f"the model's network sees it unlike every training image (network-feature distance "
+                f"{e_score:.3g}, the training images' threshold {e_threshold:.3g})"
+            )
+        return Verdict(
+            result.score, result.threshold, flagged or bool(self.hard), tuple(reasons), e_score, e_threshold
+        )
 
 
 def assess(spec, image: Image, outputs: dict[str, Image] | None = None) -> Verdict:
@@ -156,7 +191,7 @@ def _deviation_text(feature: str, value: float, low: float, high: float, z: floa
 
 
 def _constant(image: Image) -> bool:
-    from emzoo.tasks.ood_features import plane
+    from emzoo.tasks.ood.features import plane
 
     a = plane(image)
     return a.size > 0 and np.isfinite(a).all() and float(a.max()) == float(a.min())

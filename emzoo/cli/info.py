@@ -163,6 +163,9 @@ def _ood_line(ood: Mapping[str, Any]) -> str:
     scored = (
         f" (score {score:.3g}, threshold {ood.get('threshold')})" if isinstance(score, int | float) else ""
     )
+    network = ood.get("embedding_score")
+    if isinstance(network, int | float):
+        scored += f" (network features {network:.3g}, threshold {ood.get('embedding_threshold')})"
     if not ood.get("out_of_distribution"):
         return f"  out of distribution: no{scored}"
     reasons = ood.get("reasons") or []

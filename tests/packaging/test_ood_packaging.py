@@ -36,3 +36,11 @@ def test_package_module_records_the_training_images_statistics(tmp_path, unet, e
     assert "membrane.confident" in ood["features"] and ood["threshold"] > 0
     assert ood["measured"]["held_out_images"] == 2 and 0 <= ood["measured"]["false_warning_rate"] <= 1
     assert "## Out-of-distribution check" in card and "reference (training) images" in card
+    # the network's own features: the ONNX network cut at its last pooling step, shipped with the
+    # training images' cells, both named (with their sha256) in config.emzoo.ood.embedding
+    with zipfile.ZipFile(out) as z:
+        assert {"ood_embedding.onnx", "ood_embedding_reference.npy"} <= set(z.namelist())
+    attached = {a["source"] for a in rdf.get("attachments", [])}
+    assert {"ood_embedding.onnx", "ood_embedding_reference.npy"} <= attached
+    assert ood["embedding"]["threshold"] > 0 and ood["embedding"]["cells"] == 5 * 4
+    assert "network's own features count too" in card

@@ -132,3 +132,17 @@ def test_counter_gives_no_false_warning_on_its_own_images(tmp_path):
     result = emzoo("predict", str(model), str(images), "-o", str(tmp_path), "--ood", "fail", "-q")
     assert result.returncode == 0, result.stderr
     assert "out of distribution" not in result.stdout
+
+
+def test_counter_flags_a_noisy_tem_image_by_its_network_features(tmp_path):
+    """The counter's image features put a noisy TEM tile of tissue inside the spread of its diverse
+    STEM training images; its network's features do not (noisy TEM: 84 % flagged, AUROC 1.000)."""
+    model = calibrated(COUNTER)
+    image = shared("noisy_tem", "mouse_liver_demo", "0.tif")
+    result = emzoo("predict", str(model), str(image), "-o", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "out of distribution (network features" in result.stdout
+    (record,) = tmp_path.glob("*.provenance.json")
+    ood = json.loads(record.read_text())["ood"]
+    assert ood["out_of_distribution"] is True and ood["embedding_score"] > ood["embedding_threshold"]
+    assert ood["score"] < ood["threshold"]  # the image features alone would not have flagged it

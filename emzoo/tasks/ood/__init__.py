@@ -142,10 +142,7 @@ class Check:
         e_threshold = None if self.embedding is None else self.embedding.threshold
         if e_score is not None and e_threshold is not None and e_score > e_threshold:
             flagged = True
-            reasons.append(
-                f"the model's network sees it unlike every training image (network-feature distance "
-                f"{e_score:.3g}, the training images' threshold {e_threshold:.3g})"
-            )
+            reasons.append("the model's network sees it unlike every training image (its own features)")
         return Verdict(
             result.score, result.threshold, flagged or bool(self.hard), tuple(reasons), e_score, e_threshold
         )

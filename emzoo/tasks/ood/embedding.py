@@ -83,18 +83,21 @@ def model_input(spec, plane: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] |
     t = _layout(spec)
     if t is None or plane.ndim != 2 or min(plane.shape) < 8:
         return None
-    shape, pads = [], []
+    sizes = {}
     for axis in t.axes:
         if axis.id in ("y", "x"):
             n = plane.shape["yx".index(axis.id)]
-            shape.append(n)
-            pads.append((0, axis.rule.valid(n) - n))
-        else:
-            shape.append(1)
-            pads.append((0, 0))
+            target = axis.rule.valid(n)
+            sizes[axis.id] = (min(n, target) if target >= 8 else n, target)
+    plane = plane[: sizes["y"][0], : sizes["x"][0]]  # a model of a fixed smaller size: its size
+    shape = [sizes[a.id][0] if a.id in sizes else 1 for a in t.axes]
+    pads = [(0, sizes[a.id][1] - sizes[a.id][0]) if a.id in sizes else (0, 0) for a in t.axes]
     data = plane.astype(np.float32).reshape(shape)
-    pre = processing.bind(t.processing, processing.Tensor(data, t.axis_ids), {})
-    data = np.asarray(pre(data), dtype=np.float32)
+    try:
+        pre = processing.bind(t.processing, processing.Tensor(data, t.axis_ids), {})
+        data = np.asarray(pre(data), dtype=np.float32)
+    except (KeyError, ValueError, NotImplementedError):  # e.g. a step that needs another tensor
+        return None
     if any(p != (0, 0) for p in pads):
         data = np.pad(data, pads, mode="symmetric")
     return data, plane.shape

@@ -72,17 +72,18 @@ class Verdict:
         """The verdict as one line of a summary."""
         shown = "; ".join(self.reasons)
         scores = []
-        if self.score is not None and self.threshold is not None and self.score > self.threshold:
+        if _above(self.score, self.threshold):
             scores.append(f"score {self.score:.3g} > threshold {self.threshold:.3g}")
-        if self._embedding_flags():
+        if _above(self.embedding_score, self.embedding_threshold):
             scores.append(f"network features {self.embedding_score:.3g} > {self.embedding_threshold:.3g}")
         if not scores:
             return shown  # the pixel size or a constant image only
         return f"out of distribution ({'; '.join(scores)}): {shown}"
 
-    def _embedding_flags(self) -> bool:
-        e, t = self.embedding_score, self.embedding_threshold
-        return e is not None and t is not None and e > t
+
+def _above(score: float | None, threshold: float | None) -> bool:
+    """Whether a score is above its threshold (False when either is missing)."""
+    return score is not None and threshold is not None and score > threshold
 
 
 def ood_stats(emzoo_config: dict[str, Any]) -> OodStats | None:
@@ -140,7 +141,7 @@ class Check:
                 reasons.append("its features, taken together, are unlike every training image's")
         e_score = self.embedding_score
         e_threshold = None if self.embedding is None else self.embedding.threshold
-        if e_score is not None and e_threshold is not None and e_score > e_threshold:
+        if _above(e_score, e_threshold):
             flagged = True
             reasons.append("the model's network sees it unlike every training image (its own features)")
         return Verdict(

@@ -21,7 +21,14 @@ import numpy as np
 
 from emzoo.errors import UsageError, literal
 from emzoo.io import Image, ImageMeta, expand_inputs, read_image
-from emzoo.tasks.ood.embedding import REFERENCE_GRID, Embedder, ReferenceFit, cut_network, distance
+from emzoo.tasks.ood.embedding import (
+    REFERENCE_GRID,
+    Embedder,
+    ReferenceFit,
+    cut_network,
+    distance,
+    input_tensor,
+)
 from emzoo.tasks.ood.embedding import fit_reference as fit_embedding
 from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features, output_features, output_features_of
 from emzoo.tasks.ood.score import OodStats, auroc, fit, leave_one_out, score
@@ -153,10 +160,8 @@ def _embedder(predictor) -> tuple[Embedder, str] | None:
     has no ONNX weights, no pooling step, an input the embedding does not cover, or onnx is missing."""
     import tempfile
 
-    from emzoo.tasks.ood.embedding import model_input
-
     weights = predictor.spec.weights.get("onnx")
-    if weights is None or model_input(predictor.spec, np.zeros((64, 64))) is None:
+    if weights is None or input_tensor(predictor.spec) is None:
         return None
     try:
         import onnx  # noqa: F401  (the cut needs it; predicting does not)
@@ -170,10 +175,6 @@ def _embedder(predictor) -> tuple[Embedder, str] | None:
         if node is None:
             return None
         return Embedder(path.read_bytes()), node
-
-
-def _embedded(net: Embedder, spec, s: Scored, image: Image, grid: int = 1) -> Scored:
-    return replace(s, cells=net.embed_image(spec, image, grid=grid))
 
 
 def calibrate(
@@ -200,24 +201,23 @@ def calibrate(
         image_features=len(IMAGE_FEATURES),
         names=[_short(s.name) for s, _ in ref],
     )
-    embedder = _embedder(predictor)
+    net, node = _embedder(predictor) or (None, "")
+
+    def with_cells(pairs: list[tuple[Scored, Image]], grid: int = 1) -> list[Scored]:
+        """The images' scores, with the cells of their network features when there are any."""
+        if net is None:
+            return [s for s, _ in pairs]
+        return [replace(s, cells=net.embed_image(spec, image, grid=grid)) for s, image in pairs]
+
+    ref_scored = with_cells(ref, REFERENCE_GRID)
+    cells = [s.cells for s in ref_scored if s.cells is not None]
     record = None
-    if embedder is not None:
-        net, node = embedder
-        ref = [_embedded(net, spec, s, image, REFERENCE_GRID) for s, image in ref]
-        cells = [s.cells for s in ref if s.cells is not None]
-        if len(cells) >= 3:
-            record = EmbeddingRecord(net.model_bytes, node, fit_embedding(cells))
-        held = [_embedded(net, spec, s, image) for s, image in held]
-    else:
-        ref, held = [s for s, _ in ref], [s for s, _ in held]
-    result = Calibration(stats, ref, [_rescored(stats, s, record) for s in held], embedding=record)
+    if net is not None and len(cells) >= 3:
+        record = EmbeddingRecord(net.model_bytes, node, fit_embedding(cells))
+    held_out_scored = [_rescored(stats, s, record) for s in with_cells(held)]
+    result = Calibration(stats, ref_scored, held_out_scored, embedding=record)
     for kind, images in (others or {}).items():
-        scored = _scored(predictor, images, kind, progress)
-        if embedder is not None:
-            scored = [_embedded(embedder[0], spec, s, image) for s, image in scored]
-        else:
-            scored = [s for s, _ in scored]
+        scored = with_cells(_scored(predictor, images, kind, progress))
         result.others[kind] = [_rescored(stats, s, record) for s in scored]
     return result
 

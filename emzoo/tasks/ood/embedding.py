@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from emzoo.io.meta import Image
-from emzoo.tasks.ood.features import CROP
+from emzoo.tasks.ood.features import CROP, plane
 
 MODEL_FILE = "ood_embedding.onnx"  # the package's network up to its last down-sampling step
 REFERENCE_FILE = "ood_embedding_reference.npy"  # (cells, 1 + features): owner image, unit vector
@@ -64,7 +64,7 @@ def cut_network(onnx_path: str | Path, output: str | Path) -> str | None:
     return node
 
 
-def _layout(spec) -> Any | None:
+def input_tensor(spec) -> Any | None:
     """The one input of a 2D single-channel model, or None when the embedding cannot be read."""
     if len(spec.inputs) != 1:
         return None
@@ -80,7 +80,7 @@ def model_input(spec, plane: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] |
     size it accepts; with the size of the plane. None for models the embedding does not cover."""
     from emzoo.runtime import processing
 
-    t = _layout(spec)
+    t = input_tensor(spec)
     if t is None or plane.ndim != 2 or min(plane.shape) < 8:
         return None
     sizes = {}
@@ -184,21 +184,11 @@ class Embedder:
 def crops(image: Image, grid: int = 1) -> list[np.ndarray]:
     """Planes (y, x) of at most :data:`CROP` px of ``image`` (middle z slice, channels averaged): the
     central one, or ``grid`` x ``grid`` evenly spread over it."""
-    from emzoo.tasks.ood.features import plane
-
     if grid <= 1:
         return [plane(image)]
-    axes = image.meta.axes
-    if "y" not in axes or "x" not in axes:
+    data = plane(image, crop=None)
+    if data.size == 0:
         return []
-    index: list[Any] = [s // 2 if a in "zt" else slice(None) for a, s in zip(axes, image.shape, strict=True)]
-    data = np.asarray(image.data[tuple(index)], dtype=np.float64)
-    kept = [a for a in axes if a not in "zt"]
-    if "c" in kept:
-        data = data.mean(axis=kept.index("c"))
-        kept.remove("c")
-    if kept != ["y", "x"]:
-        data = data.T
     h, w = data.shape
     ys = np.unique(np.linspace(0, max(h - CROP, 0), grid).round().astype(int))
     xs = np.unique(np.linspace(0, max(w - CROP, 0), grid).round().astype(int))
@@ -207,11 +197,10 @@ def crops(image: Image, grid: int = 1) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A package's embedder and its reference cells (and the image each comes from)."""
+    """A package's embedder, its reference cells and their threshold."""
 
     embedder: Embedder
     vectors: np.ndarray
-    owners: np.ndarray
     threshold: float
 
     def score(self, spec, image: Image) -> float | None:
@@ -227,15 +216,14 @@ def load_embedding(package, entry: dict[str, Any] | None) -> Loaded | None:
     """The embedding check of ``package`` (a loaded :class:`~emzoo.package.load.ModelPackage`) as
     ``config.emzoo.ood.embedding`` describes it, its files checked against their sha256 (once per
     process); None when it has none or its input is not one 2D single-channel image."""
-    if not entry or _layout(package.spec) is None:
+    if not entry or input_tensor(package.spec) is None:
         return None
     key = (str(package.root), str(entry.get("model_sha256")), str(entry.get("reference_sha256")))
     if key not in _LOADED:
         model = package.verified_file(entry["model"], entry.get("model_sha256"))
         path = package.verified_file(entry["reference"], entry.get("reference_sha256"))
-        table = np.load(path, allow_pickle=False)
-        owners = table[:, 0].astype(int)
-        _LOADED[key] = Loaded(Embedder(model), table[:, 1:], owners, float(entry["threshold"]))
+        table = np.load(path, allow_pickle=False)  # column 0: the training image of each cell
+        _LOADED[key] = Loaded(Embedder(model), table[:, 1:], float(entry["threshold"]))
     return _LOADED[key]
 
 

@@ -105,13 +105,14 @@ CONFIDENT = 0.1  # a probability below this or above 1 - this is confident
 TOP = 0.05  # the concentration of an output: the share of its positive mass in this top share of pixels
 
 
-def window(shape: tuple[int, ...], axes: str) -> tuple[Any, ...]:
-    """The index of the central plane: middle z/t slice, central ``CROP`` pixels along y and x."""
+def window(shape: tuple[int, ...], axes: str, crop: int | None = CROP) -> tuple[Any, ...]:
+    """The index of the central plane: middle z/t slice, central ``crop`` pixels along y and x (all
+    of them for ``crop`` None)."""
     index: list[Any] = []
     for letter, n in zip(axes, shape, strict=True):
-        if letter in "yx" and n > CROP:
-            start = (n - CROP) // 2
-            index.append(slice(start, start + CROP))
+        if letter in "yx" and crop is not None and n > crop:
+            start = (n - crop) // 2
+            index.append(slice(start, start + crop))
         elif letter in "zt":
             index.append(n // 2)
         else:
@@ -119,10 +120,11 @@ def window(shape: tuple[int, ...], axes: str) -> tuple[Any, ...]:
     return tuple(index)
 
 
-def plane(image: Image) -> np.ndarray:
-    """The central plane of ``image`` as float64 ``(y, x)`` (channels averaged)."""
+def plane(image: Image, crop: int | None = CROP) -> np.ndarray:
+    """The central plane of ``image`` as float64 ``(y, x)`` (channels averaged), cut to the central
+    ``crop`` pixels per axis (the whole plane for ``crop`` None)."""
     axes = image.meta.axes
-    data = np.asarray(image.data[window(image.shape, axes)], dtype=np.float64)
+    data = np.asarray(image.data[window(image.shape, axes, crop)], dtype=np.float64)
     kept = [a for a in axes if a not in "zt"]
     if "c" in kept:
         data = data.mean(axis=kept.index("c"))

@@ -51,23 +51,22 @@ def write_calibrated(
     descr = load_model_description(_rdf(source), perform_io_checks=False)
     emzoo = dict(descr.config.emzoo or {}) if hasattr(descr.config, "emzoo") else {}
     stage = Path(tempfile.mkdtemp(prefix="emzoo-calibrate-"))
-    entry, files = embedding_files(result, stage)
-    emzoo["ood"] = {**result.stats.to_dict(), **entry, **measured_record(result)}
-    bioimageio = descr.config.bioimageio
-    kept = [e for e in bioimageio.evaluations if list(e.metrics[:1]) != [METRICS[0]]]
-    if result.others:
-        kept.append(_evaluation(result, kept, type_notes or {}))
-    config = descr.config.model_copy(
-        update={"emzoo": emzoo, "bioimageio": bioimageio.model_copy(update={"evaluations": kept})}
-    )
-    from bioimageio.spec.common import FileDescr
-
-    kept_files = [
-        a for a in descr.attachments if Path(str(a.source)).name not in (MODEL_FILE, REFERENCE_FILE)
-    ]
-    attachments = kept_files + [FileDescr(source=f) for f in files]
-    update: dict[str, Any] = {"config": config, "attachments": attachments}
     try:
+        entry, files = embedding_files(result, stage)
+        emzoo["ood"] = {**result.stats.to_dict(), **entry, **measured_record(result)}
+        bioimageio = descr.config.bioimageio
+        kept = [e for e in bioimageio.evaluations if list(e.metrics[:1]) != [METRICS[0]]]
+        if result.others:
+            kept.append(_evaluation(result, kept, type_notes or {}))
+        config = descr.config.model_copy(
+            update={"emzoo": emzoo, "bioimageio": bioimageio.model_copy(update={"evaluations": kept})}
+        )
+        from bioimageio.spec.common import FileDescr
+
+        ours = (MODEL_FILE, REFERENCE_FILE)  # replaced by this calibration's (or dropped without one)
+        attachments = [a for a in descr.attachments if Path(str(a.source)).name not in ours]
+        attachments += [FileDescr(source=f) for f in files]
+        update: dict[str, Any] = {"config": config, "attachments": attachments}
         card = _card(descr, source)
         if card is not None:
             name = Path(str(descr.documentation.source)).name

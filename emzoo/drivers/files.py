@@ -289,8 +289,11 @@ def _predict_one(
     images, first = grid.model_images, grid.model_images[predictor.spec.inputs[0].id]
     if not stream:  # streamed chunks are checked as they are read (emzoo.drivers.streaming)
         _check_in_memory(run, inputs, images, name_from)
-    # image features (and the network's, where the package has them) once (emzoo.tasks.ood)
-    check = Check(predictor.spec.emzoo, first, predictor.spec, predictor.package)
+    # image features once, the network's (where the package has them) read during the prediction
+    # of the whole image, or of its crop on their own for streamed and slice-by-slice runs
+    slices = options.inputs.slices and takes_slices(images)
+    reader = None if stream or slices else predictor
+    check = Check(predictor.spec.emzoo, first, predictor.spec, predictor.package, predictor=reader)
     verdict = check.verdict()  # before the run; after it, with the outputs' features too
     sources = {tid: item.path for tid, item in inputs.items()}
     record = provenance.begin(
@@ -309,7 +312,7 @@ def _predict_one(
         return
     if stream:  # the model cannot stream: predicted in memory after all
         _check_in_memory(run, inputs, images, name_from)
-    if options.inputs.slices and takes_slices(images):
+    if slices:
         per_slice: list[dict] = []
         progress = _keeping_statistics(run, per_slice)
         results = predict_slices(predictor, images, progress=progress, keep_axes=options.output.keep_axes)

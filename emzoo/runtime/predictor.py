@@ -17,7 +17,7 @@ from emzoo.errors import InputError, UsageError, render
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.package.load import ModelPackage, open_model
 from emzoo.package.spec import TensorSpec
-from emzoo.runtime import augment, processing
+from emzoo.runtime import augment, inner, processing
 from emzoo.runtime.backends import Backend, choose_weights, load_backend
 from emzoo.runtime.backends.torch_weights import cuda_weight_format
 from emzoo.runtime.batching import Batches
@@ -78,6 +78,8 @@ class Predictor:
             self.settings.tta if self.settings.tta is not None else self.spec.emzoo.get("tta", False)
         )
         self.last_plan: Plan | None = None
+        self._taps: list[inner.RegionStatistics] = []  # read during the next run() (see tap())
+        self._tapped: list[str] = []  # inner tensors the backend returns after the outputs
         # the normalisation statistics of the last run() (per tensor id, as its ``statistics``)
         self.last_statistics: dict[str, dict] = {}
         # blocks in batches (halved when out of memory); on CUDA the next batch is read while one runs
@@ -91,6 +93,18 @@ class Predictor:
     @property
     def device(self) -> str:
         return self.backend.device
+
+    def tap(self, statistics: inner.RegionStatistics) -> bool:
+        """Read the network's inner tensor ``statistics.name`` into ``statistics`` during the next
+        :meth:`run` (:mod:`emzoo.runtime.inner`); False, and nothing read, where the backend cannot."""
+        if statistics.name not in self._tapped:
+            with_outputs = getattr(self.backend, "with_outputs", None)
+            backend = None if with_outputs is None else with_outputs([*self._tapped, statistics.name])
+            if backend is None:
+                return False
+            self.backend, self._tapped = backend, [*self._tapped, statistics.name]
+        self._taps.append(statistics)
+        return True
 
     # -- images in, images out ------------------------------------------------------------------
 
@@ -178,6 +192,7 @@ class Predictor:
         (:attr:`tta`), ``square_pixels`` False keeps to the transforms that never swap ``y`` and ``x``.
         """
         source = statistics_from if statistics_from is not None else inputs
+        taps, self._taps = self._taps, []
         statistics = {} if statistics is None else statistics
         self.last_statistics = statistics
         pre, post, refs = self._bind(source, statistics, only=inputs)
@@ -191,14 +206,14 @@ class Predictor:
         self.last_plan = plan
         self._turns = square_pixels  # may test-time augmentation turn blocks by 90 degrees
         if plan is None:
-            return self._run_whole(inputs, pre, post, refs)
-        return self._run_tiled(inputs, pre, post, refs, plan, progress)
+            return self._run_whole(inputs, pre, post, refs, taps)
+        return self._run_tiled(inputs, pre, post, refs, plan, progress, taps)
 
     def _bind(self, source: Mapping[str, object], statistics: dict[str, dict] | None, *, only=None):
         """The pre-processing of each input and the post-processing of each output that any block
         can go through (None: it needs statistics of the whole output), statistics from ``source``;
         and the reference tensors (the raw inputs of ``source``)."""
-        refs = _references(self.spec, source)
+        refs = processing.references(self.spec, source)
 
         def memo(tensor_id: str) -> dict | None:
             return None if statistics is None else statistics.setdefault(tensor_id, {})
@@ -262,7 +277,7 @@ class Predictor:
             setup = self._probe_setup(grid, outputs, sizes)
             weights_id = self.weights.sha256 or self.spec.name
             key = f"rf2-{weights_id}-{self.weights.format}-{'x'.join(map(str, sizes))}"
-            result = cached_radius(key, lambda setup=setup: probe_radius(self._run_network, setup))
+            result = cached_radius(key, lambda setup=setup: probe_radius(self._outputs_only, setup))
             if all(r is not None for r in result) or any(g.rule.fixed for g in grid):
                 break
         return result
@@ -295,12 +310,14 @@ class Predictor:
 
     def _run_batch(self, arrays: list[np.ndarray], tensors: list[TensorSpec]) -> list[np.ndarray]:
         """The network on one batch of blocks of the ``tensors`` (the inputs given, in order); with
-        test-time augmentation, the mean of its outputs over the flips and turns of the blocks."""
+        test-time augmentation, the mean of its outputs over the flips and turns of the blocks. The
+        tapped inner tensors follow the outputs (of the blocks as they are)."""
         yx_in = [_yx(t) for t in tensors]
         if not self.tta or any(p is None for p in yx_in):
             return self._run_network(arrays)
         yx_out = [_yx(t) for t in self.spec.outputs]
         first = self._run_network(arrays)
+        first, tapped = first[: len(yx_out)], first[len(yx_out) :]
         square = all(a.shape[i] == a.shape[j] for a, (i, j) in zip(arrays, yx_in, strict=True))
         square = square and self._turns
         square = square and all(
@@ -311,21 +328,24 @@ class Predictor:
         for transform in group[1:]:
             outs = self._run_network(
                 [augment.apply(a, transform, p) for a, p in zip(arrays, yx_in, strict=True)]
-            )
+            )[: len(yx_out)]
             for total, out, p in zip(sums, outs, yx_out, strict=True):
                 total += out if p is None else augment.undo(out, transform, p)
-        return [total / np.float32(len(group)) for total in sums]
+        return [total / np.float32(len(group)) for total in sums] + tapped
+
+    def _outputs_only(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self._run_network(arrays)[: len(self.spec.outputs)]
 
     def _run_network(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The package's outputs, then the tapped inner tensors (the backend returns them last)."""
         outs = self.backend.run(arrays)
-        if len(outs) < len(self.spec.outputs):
-            raise InputError(
-                f"the network returned {len(outs)} tensor(s), the package describes {len(self.spec.outputs)}"
-            )
-        return [np.asarray(o) for o in outs[: len(self.spec.outputs)]]
+        n = len(self.spec.outputs)
+        if len(outs) < n + len(self._tapped):
+            raise InputError(f"the network returned {len(outs)} tensor(s), the package describes {n}")
+        return [np.asarray(o) for o in [*outs[:n], *outs[len(outs) - len(self._tapped) :]]]
 
     def _run_tiled(
-        self, inputs, pre, post, refs, plan: Plan, progress: Progress | None
+        self, inputs, pre, post, refs, plan: Plan, progress: Progress | None, taps=()
     ) -> dict[str, np.ndarray]:
         spec = self.spec
         stitchers = {}
@@ -349,7 +369,9 @@ class Predictor:
         run = partial(self._run_batch, tensors=in_tensors)
         for group, results in self.batches.run(tiles, plan.batch_size, prepare, run, block=shape):
             done += len(group)
-            for t, result in zip(spec.outputs, results, strict=True):
+            extra = [results[len(spec.outputs) + self._tapped.index(t.name)] for t in taps]
+            inner.feed_tiles(taps, extra, plan, group)
+            for t, result in zip(spec.outputs, results[: len(spec.outputs)], strict=True):
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
                     block = result if len(group) == 1 or bdim is None else np.take(result, [i], axis=bdim)
@@ -361,11 +383,11 @@ class Predictor:
             stitcher = stitchers[t.id]
             data = stitcher.result()
             outputs[t.id] = (
-                data if stitcher.post is not None else _postprocess_whole(t, data, post[t.id], refs)
+                data if stitcher.post is not None else processing.postprocess_whole(t, data, post[t.id], refs)
             )
         return outputs
 
-    def _run_whole(self, inputs, pre, post, refs) -> dict[str, np.ndarray]:
+    def _run_whole(self, inputs, pre, post, refs, taps=()) -> dict[str, np.ndarray]:
         """One call with every input padded (mirrored, far end) to a size the model accepts."""
         spec = self.spec
         arrays, lengths, given = [], {}, []
@@ -393,8 +415,11 @@ class Predictor:
                 block = mirror_pad(block, pads)
             arrays.append(pre[t.id](block))
         results = self._run_batch(arrays, given)
+        if taps and _yx(given[0]) is not None:
+            extra = [results[len(spec.outputs) + self._tapped.index(t.name)] for t in taps]
+            inner.feed_whole(taps, extra, tuple(arrays[0].shape[d] for d in _yx(given[0])))
         outputs = {}
-        for t, data in zip(spec.outputs, results, strict=True):
+        for t, data in zip(spec.outputs, results[: len(spec.outputs)], strict=True):
             index = [slice(None)] * data.ndim
             for d, axis in enumerate(t.axes):
                 if axis.is_spatial and axis.ref is not None and (axis.ref.tensor, axis.ref.axis) in lengths:
@@ -402,7 +427,7 @@ class Predictor:
                     n = lengths[(axis.ref.tensor, axis.ref.axis)]
                     index[d] = slice(0, round(n * ref_axis.scale / axis.scale + axis.ref.offset))
             raw = np.asarray(data[tuple(index)], dtype=np.float32)
-            outputs[t.id] = _postprocess_whole(t, raw, post[t.id], refs)
+            outputs[t.id] = processing.postprocess_whole(t, raw, post[t.id], refs)
         return outputs
 
 
@@ -422,21 +447,6 @@ def _unchanged(x: np.ndarray) -> np.ndarray:
 
 def _batch_dim(t: TensorSpec) -> int | None:
     return next((i for i, a in enumerate(t.axes) if a.type == "batch"), None)
-
-
-def _references(spec, source: Mapping[str, object]) -> dict[str, processing.Tensor]:
-    """The raw inputs, by id: what processing steps may name as ``reference_tensor``."""
-    return {t.id: processing.Tensor(source[t.id], t.axis_ids) for t in spec.inputs if t.id in source}
-
-
-def _postprocess_whole(t: TensorSpec, data: np.ndarray, bound, refs) -> np.ndarray:
-    """Post-process a whole output: with ``bound`` (the ops, their statistics fixed), or with
-    statistics taken from all of ``data`` (and the whole reference inputs ``refs``)."""
-    if bound is not None:
-        return bound(data)
-    if not t.processing:
-        return data
-    return processing.bind(t.processing, processing.Tensor(data, t.axis_ids), refs)(data)
 
 
 def predict(

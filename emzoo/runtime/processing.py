@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import softmax as _softmax
 
-from emzoo.package.spec import Op
+from emzoo.package.spec import Op, TensorSpec
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 Stats = tuple  # the statistics one op needs, as plain numpy arrays (see :func:`bind`'s ``memo``)
@@ -473,3 +473,18 @@ def bind(
 def apply(ops: Sequence[Op], t: Tensor, refs: Mapping[str, Tensor] | None = None) -> np.ndarray:
     """Process a whole tensor."""
     return bind(ops, t, refs)(np.asarray(t.data))
+
+
+def references(spec, source: Mapping[str, object]) -> dict[str, Tensor]:
+    """The raw inputs, by id: what processing steps may name as ``reference_tensor``."""
+    return {t.id: Tensor(source[t.id], t.axis_ids) for t in spec.inputs if t.id in source}
+
+
+def postprocess_whole(t: TensorSpec, data: np.ndarray, bound, refs) -> np.ndarray:
+    """Post-process a whole output: with ``bound`` (the ops, their statistics fixed), or with
+    statistics taken from all of ``data`` (and the whole reference inputs ``refs``)."""
+    if bound is not None:
+        return bound(data)
+    if not t.processing:
+        return data
+    return bind(t.processing, Tensor(data, t.axis_ids), refs)(data)

@@ -11,7 +11,18 @@ from emzoo.errors import PackageError
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.tasks.ood import Check, OutOfDistribution, Verdict, check_input, policy_note
 from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features
-from emzoo.tasks.ood.score import SCHEMA, OodStats, auroc, fit, leave_one_out, schema_note, score
+from emzoo.tasks.ood.score import (
+    HELD_OUT_MARGIN,
+    SCHEMA,
+    OodStats,
+    auroc,
+    cross_fitted_false_warnings,
+    fit,
+    held_out_threshold,
+    leave_one_out,
+    schema_note,
+    score,
+)
 
 PIXEL = {"training_data": {"pixel_size": {"y": 4.0, "x": 4.0}, "unit": "nanometer"}}
 NAMES = [f.name for f in IMAGE_FEATURES]
@@ -126,6 +137,25 @@ def test_the_threshold_is_four_typical_spacings(rng):
     stats = stats_of(rows, ["a", "b"], [0.01, 0.01], 1)
     assert stats.threshold == pytest.approx(4 * np.median(leave_one_out(stats)))
     assert stats.calibration["reference_images"] == 20
+
+
+def test_held_out_images_only_loosen_the_threshold(rng):
+    """Near-duplicate training images (adjacent slices) lie far closer together than new images of
+    their kind lie to them: held-out images raise the threshold to cover them, never lower it."""
+    assert held_out_threshold(2.0, [0.1, 0.2, 0.3, 0.4]) == 2.0
+    assert held_out_threshold(1.0, [1.0, 3.0]) == 1.0  # fewer than MIN_HELD_OUT: the rule stands
+    held = rng.uniform(1.0, 3.0, 40)
+    assert held_out_threshold(1.0, held) == pytest.approx(HELD_OUT_MARGIN * np.quantile(held, 0.99))
+
+
+def test_the_false_warning_rate_is_cross_fitted(rng):
+    """Each half of the held-out images is judged by the thresholds of the other half: images whose
+    scores the other half covers pass; one far above every other does not; either score counts."""
+    alike = np.column_stack([rng.uniform(1, 2, 20), rng.uniform(0, 0.5, 20)])
+    assert cross_fitted_false_warnings([0.5, 1.0], alike) == 0.0
+    alike[7, 1] = 50.0  # one held-out image unlike the others by its second score
+    assert cross_fitted_false_warnings([0.5, 1.0], alike) == pytest.approx(1 / 20)
+    assert cross_fitted_false_warnings([0.5], alike[:6, :1]) is None  # too few to split
 
 
 def test_a_reference_image_scores_zero_and_features_it_lacks_use_the_image_threshold(rng):

@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from emzoo.io.meta import Image, ImageMeta
 from emzoo.tasks.ood.embedding import (
+    FROM_PREDICTION,
     GRID,
     MODEL_FILE,
     REFERENCE_FILE,
@@ -106,10 +107,23 @@ def test_calibrated_package_records_network_features_and_predict_reports_them(
         entry = yaml.safe_load(z.read("rdf.yaml"))["config"]["emzoo"]["ood"]["embedding"]
     assert {MODEL_FILE, REFERENCE_FILE} <= names
     assert entry["threshold"] == pytest.approx(result.embedding.fit.threshold, rel=1e-4)
+    assert entry["read"] == FROM_PREDICTION  # the cells were read during the calibration's predictions
     image = tmp_path / "tissue.tif"
     import tifffile
 
-    tifffile.imwrite(image, tissue(rng))
+    big = tissue(rng, (700, 640))  # larger than the crop: read during the prediction, it differs
+    tifffile.imwrite(image, big)
+    from emzoo.runtime.predictor import Predictor
+    from emzoo.tasks.ood import Check
+
+    predictor = Predictor(out, device="cpu")
+    check = Check(
+        predictor.spec.emzoo, Image(big, ImageMeta(axes="yx")), predictor.spec, predictor.package, predictor
+    )
+    during = check.verdict(predictor.predict(Image(big, ImageMeta(axes="yx")))).embedding_score
+    alone = Check(predictor.spec.emzoo, Image(big, ImageMeta(axes="yx")), predictor.spec, predictor.package)
+    assert check.tapped is not None and alone.tapped is None
+    assert during is not None and abs(during - alone.embedding_score) > 1e-6
     done = subprocess.run(
         [sys.executable, "-m", "emzoo", "predict", str(out), str(image), "-o", str(tmp_path / "p"), "-q"],
         capture_output=True,
@@ -121,4 +135,28 @@ def test_calibrated_package_records_network_features_and_predict_reports_them(
     (record,) = (tmp_path / "p").glob("*.provenance.json")
     ood = json.loads(record.read_text())["ood"]
     assert ood["embedding_threshold"] == pytest.approx(entry["threshold"], rel=1e-3)
-    assert ood["embedding_score"] >= 0.0
+    assert ood["embedding_score"] == pytest.approx(during, abs=1e-4)  # emzoo predict reads it as it runs
+
+
+def test_held_out_acquisitions_loosen_thresholds_set_by_near_duplicate_training_images(predictor2d):
+    """Adjacent slices of one volume as the only training images: their spacing is tiny, so alone it
+    would call every new acquisition of the same tissue unusual. With held-out images the thresholds
+    cover them, the false-warning rate is measured cross-fitted, and white noise stays out."""
+    from emzoo.tasks.ood.calibrate import calibrate
+
+    rng = np.random.default_rng(5)
+    base = tissue(rng)
+    ref = [
+        (f"slice{k}", Image(base + rng.normal(0, 1, base.shape).astype(np.float32), ImageMeta(axes="yx")))
+        for k in range(5)
+    ]
+    held = [(f"new{k}", Image(tissue(rng), ImageMeta(axes="yx"))) for k in range(8)]
+    noise = [("noise", Image(rng.normal(100, 30, (256, 256)).astype(np.float32), ImageMeta(axes="yx")))]
+    plain = calibrate(predictor2d, ref, [], {"noise": noise})
+    result = calibrate(predictor2d, ref, held, {"noise": noise})
+    assert result.cross_fitted is not None and result.false_warning_rate() == result.cross_fitted
+    assert result.stats.threshold > plain.stats.threshold  # the rule alone: too tight for new images
+    assert result.embedding.fit.threshold >= plain.embedding.fit.threshold
+    assert np.mean([plain.ratio(s) > 1 for s in result.held_out]) >= 0.5
+    assert result.false_warning_rate() <= 0.25
+    assert result.separation()["noise"]["flagged"] == 1.0

@@ -54,9 +54,11 @@ def providers_for(device: DeviceSpec, available: Sequence[str]) -> list:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, path: str, device: DeviceSpec):
+    def __init__(self, path: str, device: DeviceSpec, *, model: bytes | None = None):
+        """``model``: the graph to run in place of the file ``path`` (:meth:`with_outputs`)."""
         ort = _import_ort()
         self.path = path  # the model file (int8: the quantized copy in the cache)
+        self.device_spec = device
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -65,7 +67,7 @@ class OnnxBackend:
         options.enable_mem_pattern = False
         providers = providers_for(device, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(model or path, sess_options=options, providers=providers)
         except Exception as e:
             raise BackendError(f"onnxruntime cannot load {path}: {e}") from e
         used = self.session.get_providers()
@@ -74,6 +76,24 @@ class OnnxBackend:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = [_ORT_TYPES.get(i.type, np.float32) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def with_outputs(self, names: Sequence[str]) -> OnnxBackend | None:
+        """This network returning, after its own outputs, the tensors ``names`` that it computes
+        on the way (:mod:`emzoo.runtime.inner`); None when one is not in the graph, the weights keep
+        data outside the graph file, or the ``onnx`` package is not installed."""
+        try:
+            import onnx
+        except ImportError:
+            return None
+        model = onnx.load(self.path, load_external_data=False)
+        external = onnx.TensorProto.EXTERNAL
+        if any(t.data_location == external for t in model.graph.initializer):
+            return None  # a graph with its data beside it: not rewritten in memory
+        computed = {name for node in model.graph.node for name in node.output}
+        if not set(names) <= computed:
+            return None
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+        return OnnxBackend(self.path, self.device_spec, model=model.SerializeToString())
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = {

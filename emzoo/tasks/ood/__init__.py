@@ -100,18 +100,24 @@ class Check:
     """The check of one input: its image features once, then a verdict before the model runs (image
     features only) and after it (with the outputs' features)."""
 
-    def __init__(self, emzoo_config: dict[str, Any], image: Image, spec=None, package=None):
+    def __init__(self, emzoo_config: dict[str, Any], image: Image, spec=None, package=None, predictor=None):
         """``spec`` (the package's :class:`~emzoo.package.spec.ModelSpec`) is needed for verdicts
         with outputs; ``package`` (the loaded :class:`~emzoo.package.load.ModelPackage`) for the
-        network's features, where the package records them."""
+        network's features, where the package records them; ``predictor`` (the
+        :class:`~emzoo.runtime.predictor.Predictor` about to predict ``image`` in one call) reads
+        them during that prediction, where the package's were read so: then the verdict with the
+        outputs has them, the one before the run not."""
         self.spec, self.image = spec, image
         self.stats = ood_stats(emzoo_config)
         entry = (emzoo_config or {}).get("ood")
-        self.embedding = None
+        self.embedding, self.package = None, package
         if self.stats is not None and package is not None:
             self.embedding = load_embedding(package, (entry or {}).get("embedding"))
         self.embedding_score = None
-        if self.embedding is not None:
+        self.tapped = None  # the network's features, read during the prediction
+        if self.embedding is not None and predictor is not None:
+            self.tapped = self.embedding.tap(predictor, image)
+        if self.embedding is not None and self.tapped is None:
             with np.errstate(all="ignore"):
                 self.embedding_score = self.embedding.score(package.spec, image)
         self.note = schema_note(entry) if entry else None  # statistics this emzoo cannot use
@@ -129,6 +135,11 @@ class Check:
             notes = (*self.hard, *([self.note] if self.note else []))
             return Verdict(None, None, bool(self.hard), notes)
         values = dict(self.features)
+        if outputs is not None and self.tapped is not None and self.embedding_score is None:
+            self.embedding_score = self.embedding.score_tapped(self.tapped)
+            if self.embedding_score is None:  # the prediction did not read them: the crop on its own
+                with np.errstate(all="ignore"):
+                    self.embedding_score = self.embedding.score(self.package.spec, self.image)
         if outputs is not None and self.spec is not None:
             with np.errstate(all="ignore"):
                 values |= output_features(self.spec, self.image, outputs)

@@ -22,16 +22,29 @@ import numpy as np
 from emzoo.errors import UsageError, literal
 from emzoo.io import Image, ImageMeta, expand_inputs, read_image
 from emzoo.tasks.ood.embedding import (
+    FROM_PREDICTION,
     REFERENCE_GRID,
     Embedder,
     ReferenceFit,
     cut_network,
     distance,
     input_tensor,
+    tap_prediction,
+    tapped_cells,
 )
 from emzoo.tasks.ood.embedding import fit_reference as fit_embedding
 from emzoo.tasks.ood.features import IMAGE_FEATURES, image_features, output_features, output_features_of
-from emzoo.tasks.ood.score import OodStats, auroc, fit, leave_one_out, score
+from emzoo.tasks.ood.score import (
+    HELD_OUT_MARGIN,
+    HELD_OUT_QUANTILE,
+    OodStats,
+    auroc,
+    cross_fitted_false_warnings,
+    fit,
+    held_out_threshold,
+    leave_one_out,
+    score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,7 @@ class EmbeddingRecord:
     model: bytes
     node: str
     fit: ReferenceFit
+    read: str = "crop"  # or FROM_PREDICTION: the cells were read during the predictions
 
 
 @dataclass
@@ -68,6 +82,7 @@ class Calibration:
     held_out: list[Scored] = field(default_factory=list)
     others: dict[str, list[Scored]] = field(default_factory=dict)
     embedding: EmbeddingRecord | None = None
+    cross_fitted: float | None = None  # the false-warning rate when held-out images set thresholds
 
     def ratio(self, s: Scored) -> float:
         """How far ``s`` lies out, in units of the thresholds: the larger of score / threshold and
@@ -78,9 +93,12 @@ class Calibration:
         return float(ratio)
 
     def false_warning_rate(self) -> float | None:
-        """The share of held-out in-distribution images flagged (None without any)."""
+        """The share of held-out in-distribution images flagged (None without any): cross-fitted where
+        they took part in the thresholds (:func:`~emzoo.tasks.ood.score.cross_fitted_false_warnings`)."""
         if not self.held_out:
             return None
+        if self.cross_fitted is not None:
+            return self.cross_fitted
         return float(np.mean([self.ratio(s) > 1 for s in self.held_out]))
 
     def separation(self) -> dict[str, dict[str, float]]:
@@ -129,29 +147,38 @@ def read_images(arguments: Sequence[str | Path], *, spatial: int = 2) -> list[tu
     return found
 
 
-def features_of(predictor, image: Image) -> dict[str, float]:
+def features_of(predictor, image: Image, node: str = "", grid: int = 1) -> tuple[dict[str, float], Any]:
     """Image and output features of one image, the outputs predicted by ``predictor`` as ``emzoo
-    predict`` does (``{}`` for an image the check cannot describe, e.g. a constant one)."""
+    predict`` does (``{}`` for an image the check cannot describe, e.g. a constant one); with the
+    cells of the network's tensor ``node`` read during that prediction (``grid`` x ``grid`` crops:
+    :func:`~emzoo.tasks.ood.embedding.tap_prediction`), or None where none were read."""
     found = image_features(image)
     if not found:
-        return {}
+        return {}, None
+    tapped = tap_prediction(predictor, node, image, grid) if node else None
     with np.errstate(all="ignore"):
         outputs = predictor.predict(image)
-    return found | output_features(predictor.spec, image, outputs)
+    cells = None if tapped is None else tapped_cells(tapped)
+    return found | output_features(predictor.spec, image, outputs), cells
 
 
 def _scored(
-    predictor, images: Sequence[tuple[str, Image]], what: str, progress: Progress | None
+    predictor,
+    images: Sequence[tuple[str, Image]],
+    what: str,
+    progress: Progress | None,
+    node: str = "",
+    grid: int = 1,
 ) -> list[tuple[Scored, Image]]:
     out = []
     for k, (name, image) in enumerate(images):
         if progress is not None:
             progress(f"{what} {k + 1}/{len(images)}: {Path(name).name}")
-        values = features_of(predictor, image)
+        values, cells = features_of(predictor, image, node, grid)
         if not values:
             log.warning("%s: constant or too small, left out of the calibration", name)
             continue
-        out.append((Scored(name, values), image))
+        out.append((Scored(name, values, cells=cells), image))
     return out
 
 
@@ -189,10 +216,14 @@ def calibrate(
     calibrate the thresholds on them, and score ``held_out`` (in-distribution images not among
     them: the false-warning rate) and ``others`` (image type -> images)."""
     spec = predictor.spec
-    ref = _scored(predictor, reference, "reference", progress)
+    net, node = _embedder(predictor) or (None, "")
+    ref = _scored(predictor, reference, "reference", progress, node, REFERENCE_GRID)
     if len(ref) < 3:
         raise UsageError(f"calibration needs at least 3 usable in-distribution images, got {len(ref)}")
-    held = _scored(predictor, held_out, "held-out", progress)
+    # the network's features as the prediction reads them; where it could not (weights other than
+    # ONNX, images not one plane), every image's crops go through the cut network on their own
+    read = FROM_PREDICTION if node and all(s.cells is not None for s, _ in ref) else "crop"
+    held = _scored(predictor, held_out, "held-out", progress, node if read == FROM_PREDICTION else "")
     outputs = output_features_of(spec)
     stats = fit(
         [s.features for s, _ in ref],
@@ -201,11 +232,10 @@ def calibrate(
         image_features=len(IMAGE_FEATURES),
         names=[_short(s.name) for s, _ in ref],
     )
-    net, node = _embedder(predictor) or (None, "")
 
     def with_cells(pairs: list[tuple[Scored, Image]], grid: int = 1) -> list[Scored]:
         """The images' scores, with the cells of their network features when there are any."""
-        if net is None:
+        if net is None or read == FROM_PREDICTION:
             return [s for s, _ in pairs]
         return [replace(s, cells=net.embed_image(spec, image, grid=grid)) for s, image in pairs]
 
@@ -213,11 +243,13 @@ def calibrate(
     cells = [s.cells for s in ref_scored if s.cells is not None]
     record = None
     if net is not None and len(cells) >= 3:
-        record = EmbeddingRecord(net.model_bytes, node, fit_embedding(cells))
+        record = EmbeddingRecord(net.model_bytes, node, fit_embedding(cells), read)
     held_out_scored = [_rescored(stats, s, record) for s in with_cells(held)]
-    result = Calibration(stats, ref_scored, held_out_scored, embedding=record)
+    stats, record, cross_fitted = _with_held_out(stats, record, held_out_scored)
+    result = Calibration(stats, ref_scored, held_out_scored, embedding=record, cross_fitted=cross_fitted)
     for kind, images in (others or {}).items():
-        scored = with_cells(_scored(predictor, images, kind, progress))
+        tapped = node if read == FROM_PREDICTION else ""
+        scored = with_cells(_scored(predictor, images, kind, progress, tapped))
         result.others[kind] = [_rescored(stats, s, record) for s in scored]
     return result
 
@@ -240,6 +272,37 @@ def calibrate_arrays(
         return [(f"{what} {k + 1}", Image(np.asarray(a), ImageMeta(axes=axes))) for k, a in enumerate(arrays)]
 
     return calibrate(predictor, named(reference, "training image"), named(held_out, "held-out image"))
+
+
+def _with_held_out(
+    stats: OodStats, record: EmbeddingRecord | None, held: list[Scored]
+) -> tuple[OodStats, EmbeddingRecord | None, float | None]:
+    """The thresholds loosened where the held-out images need it (:func:`held_out_threshold`), and
+    the cross-fitted false-warning rate (None: too few held-out images, the rules stand)."""
+    columns = [[s.score for s in held]]
+    rules = [stats.threshold]
+    if record is not None and all(s.embedding_score is not None for s in held):
+        columns.append([s.embedding_score for s in held])
+        rules.append(record.fit.threshold)
+    table = np.array(columns, np.float64).T.reshape(len(held), len(columns))
+    cross_fitted = cross_fitted_false_warnings(rules, table)
+    if cross_fitted is None:
+        return stats, record, None
+    image_only = [score(stats, s.features, image_only=True).score for s in held]
+    loosened = {
+        "threshold": held_out_threshold(stats.threshold, columns[0]),
+        "threshold_image": held_out_threshold(stats.threshold_image, image_only),
+    }
+    rule = (
+        f"{stats.spacings:g} x the median leave-one-out score of the reference images, or, where larger, "
+        f"{HELD_OUT_MARGIN:g} x the {HELD_OUT_QUANTILE:g} quantile of the {len(held)} held-out images' scores"
+    )
+    calibration = {**stats.calibration, "rule": rule, "held_out_images": len(held)}
+    stats = replace(stats, **loosened, calibration=calibration)
+    if len(rules) == 2:
+        fit = replace(record.fit, threshold=held_out_threshold(record.fit.threshold, columns[1]))
+        record = replace(record, fit=fit)
+    return stats, record, cross_fitted
 
 
 def _rescored(stats: OodStats, s: Scored, record: EmbeddingRecord | None = None) -> Scored:

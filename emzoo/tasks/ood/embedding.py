@@ -20,6 +20,15 @@ training image is represented by all its regions. The **threshold** follows the 
 score: :data:`SPACINGS` typical spacings of the training images, 4 x the median of their
 leave-one-image-out scores (their cells against the other images' cells).
 
+**Where the activations come from** (``read`` in ``config.emzoo.ood.embedding``): ``prediction``
+(:data:`FROM_PREDICTION`), the same cells read from the prediction's own tiles, normalised as the
+prediction normalises the whole image (:mod:`emzoo.runtime.inner`: the network hands the tensor back
+as one more output of every block, so the check costs no second pass); the cut network
+(:data:`MODEL_FILE`) stays in the package for runs that cannot tap their backend (TorchScript or
+state-dict weights, streamed inputs, volumes predicted slice by slice): there the crop goes through
+it, normalised on its own. Without ``read`` (``crop``), the crop is always run on its own, as the
+reference cells were recorded.
+
 >>> rng = np.random.default_rng(0)
 >>> images = [rng.normal(size=(4, 8)) + 5 for _ in range(5)]
 >>> fit = fit_reference(images)
@@ -32,12 +41,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emzoo.io.meta import Image
 from emzoo.tasks.ood.features import CROP, plane
+
+if TYPE_CHECKING:
+    from emzoo.runtime.inner import RegionStatistics
 
 MODEL_FILE = "ood_embedding.onnx"  # the package's network up to its last down-sampling step
 REFERENCE_FILE = "ood_embedding_reference.npy"  # (cells, 1 + features): owner image, unit vector
@@ -45,6 +57,7 @@ SPACINGS = 4.0
 GRID = 2  # cells per axis of one crop's embedding
 REFERENCE_GRID = 3  # crops per axis of a training image larger than CROP
 POOLS = ("MaxPool", "AveragePool")
+FROM_PREDICTION = "prediction"  # config.emzoo.ood.embedding.read: cells read during the prediction
 
 
 def cut_network(onnx_path: str | Path, output: str | Path) -> str | None:
@@ -189,10 +202,44 @@ def crops(image: Image, grid: int = 1) -> list[np.ndarray]:
     data = plane(image, crop=None)
     if data.size == 0:
         return []
-    h, w = data.shape
+    return [data[y0:y1, x0:x1] for y0, y1, x0, x1 in crop_boxes(data.shape, grid)]
+
+
+def crop_boxes(shape: tuple[int, int], grid: int = 1) -> list[tuple[int, int, int, int]]:
+    """The crops of :func:`crops` in a (y, x) plane of ``shape``, as (y0, y1, x0, x1): the central one
+    (as :func:`~emzoo.tasks.ood.features.window` cuts it), or ``grid`` x ``grid`` spread over it."""
+    h, w = shape
+    if grid <= 1:
+        y0, x0 = max(h - CROP, 0) // 2, max(w - CROP, 0) // 2
+        return [(y0, y0 + min(h, CROP), x0, x0 + min(w, CROP))]
     ys = np.unique(np.linspace(0, max(h - CROP, 0), grid).round().astype(int))
     xs = np.unique(np.linspace(0, max(w - CROP, 0), grid).round().astype(int))
-    return [data[y : y + CROP, x : x + CROP] for y in ys for x in xs]
+    return [(int(y), int(y) + min(h, CROP), int(x), int(x) + min(w, CROP)) for y in ys for x in xs]
+
+
+def tap_prediction(predictor, node: str, image: Image, grid: int = 1) -> RegionStatistics | None:
+    """Ask ``predictor`` to read the cells of ``image``'s crops (:func:`crop_boxes`) from ``node``
+    during its next prediction of ``image``; None where it cannot (then nothing is read): the
+    backend cannot return inner tensors, or ``image`` is not one plane (y, x) of the model's input."""
+    from emzoo.runtime.inner import RegionStatistics
+
+    axes = image.meta.axes
+    if input_tensor(predictor.spec) is None or "y" not in axes or "x" not in axes:
+        return None
+    if any(n > 1 for a, n in zip(axes, image.shape, strict=True) if a not in "yxc"):  # one plane
+        return None
+    shape = (image.shape[axes.index("y")], image.shape[axes.index("x")])
+    if min(shape) < 8:
+        return None
+    statistics = RegionStatistics(node, crop_boxes(shape, grid), grid=GRID)
+    return statistics if predictor.tap(statistics) else None
+
+
+def tapped_cells(statistics: RegionStatistics) -> np.ndarray | None:
+    """The cells that a tapped prediction read (:func:`tap_prediction`), as unit vectors; None when
+    no prediction has filled them."""
+    found = [c for c in statistics.cells() if c is not None]
+    return _unit(np.concatenate(found)) if found else None
 
 
 @dataclass(frozen=True)
@@ -202,10 +249,24 @@ class Loaded:
     embedder: Embedder
     vectors: np.ndarray
     threshold: float
+    node: str = ""
+    read: str = "crop"  # or FROM_PREDICTION: the reference cells were read during predictions
 
     def score(self, spec, image: Image) -> float | None:
-        """The embedding score of ``image`` (its central crop), or None when it has none."""
+        """The embedding score of ``image`` (its central crop through :attr:`embedder`), or None."""
         found = self.embedder.embed_image(spec, image)
+        return None if found is None else distance(self.vectors, found)
+
+    def tap(self, predictor, image: Image) -> RegionStatistics | None:
+        """Where the reference cells were read during predictions, the cells of ``image`` to read
+        during ``predictor``'s prediction of it (:func:`tap_prediction`); else None."""
+        if self.read != FROM_PREDICTION or not self.node:
+            return None
+        return tap_prediction(predictor, self.node, image)
+
+    def score_tapped(self, statistics: RegionStatistics) -> float | None:
+        """The embedding score of the cells a prediction read into ``statistics``, or None."""
+        found = tapped_cells(statistics)
         return None if found is None else distance(self.vectors, found)
 
 
@@ -223,7 +284,13 @@ def load_embedding(package, entry: dict[str, Any] | None) -> Loaded | None:
         model = package.verified_file(entry["model"], entry.get("model_sha256"))
         path = package.verified_file(entry["reference"], entry.get("reference_sha256"))
         table = np.load(path, allow_pickle=False)  # column 0: the training image of each cell
-        _LOADED[key] = Loaded(Embedder(model), table[:, 1:], float(entry["threshold"]))
+        _LOADED[key] = Loaded(
+            Embedder(model),
+            table[:, 1:],
+            float(entry["threshold"]),
+            str(entry.get("node") or ""),
+            str(entry.get("read") or "crop"),
+        )
     return _LOADED[key]
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from emzoo.atomic import atomic_path
 from emzoo.errors import PackageError, UsageError, literal
 from emzoo.tasks.ood.calibrate import Calibration
-from emzoo.tasks.ood.embedding import MODEL_FILE, REFERENCE_FILE
+from emzoo.tasks.ood.embedding import FROM_PREDICTION, MODEL_FILE, REFERENCE_FILE
+from emzoo.tasks.ood.score import HELD_OUT_MARGIN, HELD_OUT_QUANTILE
 
 SECTION = "## Out-of-distribution check"
 METRICS = ("auroc", "flagged", "false_warnings")
@@ -128,11 +129,20 @@ def embedding_files(result: Calibration, folder: Path) -> tuple[dict[str, Any], 
         "cells": len(record.fit.vectors),
         "threshold": round(record.fit.threshold, 6),
         "spacing": round(record.fit.spacing, 6),
+        "read": record.read,
         "rule": (
             f"the network up to the input of its last pooling step; per {GRID}x{GRID} cell of the central "
-            "crop, channel means and standard deviations; score: median over the cells of the cosine "
-            f"distance to the nearest training cell (training images: {REFERENCE_GRID}x{REFERENCE_GRID} "
-            "crops); threshold: 4 x the median leave-one-image-out score"
+            "crop, channel means and standard deviations"
+            + (" read during the prediction of the whole image" if record.read == FROM_PREDICTION else "")
+            + "; score: median over the cells of the cosine distance to the nearest training cell "
+            f"(training images: {REFERENCE_GRID}x{REFERENCE_GRID} crops); threshold: 4 x the median "
+            "leave-one-image-out score"
+            + (
+                f", or, where larger, {HELD_OUT_MARGIN:g} x the {HELD_OUT_QUANTILE:g} quantile of the "
+                "held-out images' scores"
+                if result.cross_fitted is not None
+                else ""
+            )
         ),
     }
     return {"embedding": entry}, [model, table]
@@ -253,14 +263,28 @@ def card_section(result: Calibration, command: str | None) -> str:
         "in the provenance record (`--ood warn`, the default; `--ood skip` writes no output for it, "
         f"`--ood fail` stops the run). The thresholds are {s.spacings:g} typical spacings of the reference "
         "images: their median leave-one-out score (each image against the others) times "
-        f"{s.spacings:g}.",
+        f"{s.spacings:g}"
+        + (
+            f", or, where larger, {HELD_OUT_MARGIN:g} x the {HELD_OUT_QUANTILE:g} quantile of the held-out "
+            "in-distribution images' scores (training images that are near-duplicates of each other lie "
+            "closer together than a new acquisition lies to them)"
+            if result.cross_fitted is not None
+            else ""
+        )
+        + ".",
     ]
     if result.embedding is not None:
         e = result.embedding
         lines[-1] += (
             " The network's own features count too: the package's network up to the input of its last "
             f"pooling step (`{e.node}`, kept as `{MODEL_FILE}`) describes the central crop of an input "
-            "cell by cell (channel means and standard deviations in a 2 x 2 grid), and the median cosine "
+            "cell by cell (channel means and standard deviations in a 2 x 2 grid"
+            + (
+                ", read during the prediction of the whole image: no second pass"
+                if e.read == FROM_PREDICTION
+                else ""
+            )
+            + "), and the median cosine "
             f"distance of its cells to the nearest of the {len(e.fit.vectors)} training cells "
             f"({REFERENCE_FILE}) is a second score, with a threshold of the same rule "
             f"({e.fit.threshold:.3g}); an input above either threshold is out of distribution."
@@ -281,9 +305,14 @@ def card_section(result: Calibration, command: str | None) -> str:
             lines.append(f"| {kind} | {row['images']} | {row['auroc']:.3f} | {row['flagged']:.0%} |")
     if rate is not None:
         worst = max(h.score for h in result.held_out)
+        how = (
+            ", cross-fitted: each half of them judged by the thresholds the other half gives"
+            if result.cross_fitted is not None
+            else ""
+        )
         lines += [
             "",
-            f"False-warning rate on the {len(result.held_out)} held-out in-distribution images: "
+            f"False-warning rate on the {len(result.held_out)} held-out in-distribution images{how}: "
             f"{rate:.1%} (worst score {worst:.3g}{_worst_embedding(result)}).",
         ]
     if command:

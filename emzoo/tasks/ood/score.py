@@ -10,8 +10,10 @@ tiles and cryo-EM micrographs) where one mean and covariance would pool them.
 The threshold is :data:`SPACINGS` (4) typical spacings of the reference images: 4 x the median of
 their leave-one-out scores (each image against the others). The median, not a high quantile: a
 training image alone of its kind (one micrograph among TEM tiles) has a large leave-one-out score
-that says nothing about how far new images of the common kinds fall. Held-out images are kept for
-measuring the false-warning rate, never for the threshold. Two thresholds are kept: over all
+that says nothing about how far new images of the common kinds fall. Held-out in-distribution
+images, where there are at least 2 x :data:`MIN_HELD_OUT`, can only loosen it
+(:func:`held_out_threshold`: for near-duplicate training images), and the false-warning rate is
+then measured cross-fitted (:func:`cross_fitted_false_warnings`). Two thresholds are kept: over all
 features, and over the image features alone (for inputs whose outputs are not in memory: streamed,
 or checked before a run).
 
@@ -36,6 +38,9 @@ from emzoo.errors import PackageError
 SCHEMA = 2  # 2: spectrum, band sparsity and histogram-shape features; bounded logs (emzoo 0.1, 2026-12)
 SPACINGS = 4.0  # the threshold: this many typical spacings (median leave-one-out score) of the reference
 MAD_TO_SD = 1.4826
+HELD_OUT_QUANTILE = 0.99  # held-out in-distribution images loosen the threshold to this quantile...
+HELD_OUT_MARGIN = 1.1  # ... times this, where that is above the spacing rule (held_out_threshold)
+MIN_HELD_OUT = 4  # held-out images needed before they count for the threshold
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,44 @@ def fit(
     return replace(
         draft, threshold=spacings * spacing[0], threshold_image=spacings * spacing[1], calibration=calibration
     )
+
+
+def held_out_threshold(rule: float, held_out: Sequence[float]) -> float:
+    """The threshold once held-out in-distribution images are known: the spacing ``rule``'s, or,
+    where larger, :data:`HELD_OUT_MARGIN` x the :data:`HELD_OUT_QUANTILE` quantile of their scores
+    (the rule's alone for fewer than :data:`MIN_HELD_OUT` of them). Training images that are
+    near-duplicates of each other (adjacent slices of one volume, tiles of one mosaic) lie closer
+    together than a new acquisition of the same kind lies to them, so their spacing alone would call
+    new in-distribution images unusual; held-out images only ever loosen the rule, never tighten it.
+
+    >>> held_out_threshold(1.0, [0.5, 0.6, 0.7, 0.8]), round(held_out_threshold(1.0, [1, 2, 2, 2]), 3)
+    (1.0, 2.2)
+    """
+    values = np.asarray([v for v in held_out if v is not None and np.isfinite(v)], np.float64)
+    if values.size < MIN_HELD_OUT:
+        return float(rule)
+    return float(max(rule, HELD_OUT_MARGIN * np.quantile(values, HELD_OUT_QUANTILE)))
+
+
+def cross_fitted_false_warnings(rules: Sequence[float], held_out: np.ndarray) -> float | None:
+    """The false-warning rate of :func:`held_out_threshold` measured without reusing an image:
+    ``held_out`` (images x scores, one column per score with its spacing rule in ``rules``) in two
+    halves (alternate images), each half judged by the thresholds of the other; an image is a false
+    warning when any of its scores is above its threshold. None for fewer than 2 x
+    :data:`MIN_HELD_OUT` images (then the rules alone apply, and the plain rate is the measure).
+
+    >>> round(cross_fitted_false_warnings([1.0], np.array([[0.5], [0.6], [0.7], [0.8]] * 2)), 2)
+    0.0
+    """
+    held_out = np.asarray(held_out, np.float64)
+    if len(held_out) < 2 * MIN_HELD_OUT:
+        return None
+    halves = np.arange(len(held_out)) % 2 == 0
+    flagged = []
+    for fitted, judged in ((halves, ~halves), (~halves, halves)):
+        limits = [held_out_threshold(r, held_out[fitted, k]) for k, r in enumerate(rules)]
+        flagged += list((held_out[judged] > np.asarray(limits)).any(axis=1))
+    return float(np.mean(flagged))
 
 
 def auroc(in_distribution: Sequence[float], other: Sequence[float]) -> float:

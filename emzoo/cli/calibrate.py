@@ -69,6 +69,7 @@ def command(
     """
     from emzoo.runtime.predictor import Predictor
     from emzoo.tasks.ood.calibrate import calibrate, parse_other, read_images, separation_rows
+    from emzoo.tasks.ood.embedding import FROM_PREDICTION
     from emzoo.tasks.ood.package import write_calibrated
 
     typed: dict[str, list[str]] = {}
@@ -102,10 +103,11 @@ def command(
     )
     if result.embedding is not None:
         e = result.embedding
+        read = e.read == FROM_PREDICTION
+        how_read = "read during the predictions" if read else "crops through the cut network"
         click.echo(
-            f"network features: {len(e.fit.vectors)} training cells from {e.node}, "
-            + ("read during the predictions" if e.read == "prediction" else "crops through the cut network")
-            + f"; threshold {e.fit.threshold:.3g}"
+            f"network features: {len(e.fit.vectors)} training cells from {e.node}, {how_read}; "
+            f"threshold {e.fit.threshold:.3g}"
         )
     else:
         click.echo("network features: none (they need ONNX weights with a pooling step and onnx installed)")

@@ -54,7 +54,7 @@ class RegionStatistics:
         """One block's tensor ``(1, C, h, w)``: the block starts at image pixel ``origin`` (y, x;
         negative where a border was mirrored in front), is ``size`` pixels, and owns the image
         pixels ``owned`` ((y0, y1), (x0, x1))."""
-        a = np.asarray(block, dtype=np.float64)[0]
+        a = np.asarray(block)[0]  # float64 only for the pieces read: most blocks lie outside the boxes
         centres = [origin[d] + (np.arange(a.shape[1 + d]) + 0.5) * (size[d] / a.shape[1 + d]) for d in (0, 1)]
         if self.sums is None:
             self.sums = np.zeros((len(self.boxes), self.grid * self.grid, 3, a.shape[0]))
@@ -64,6 +64,7 @@ class RegionStatistics:
                 cols = np.flatnonzero(_inside(centres[1], max(x0, owned[1][0]), min(x1, owned[1][1])))
                 if rows.size and cols.size:
                     piece = a[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(a.shape[0], -1)
+                    piece = piece.astype(np.float64)
                     self.sums[b, c] += [np.full(a.shape[0], piece.shape[1]), piece.sum(1), (piece**2).sum(1)]
 
     def cells(self) -> list[np.ndarray | None]:

@@ -333,6 +333,10 @@ class Predictor:
                 total += out if p is None else augment.undo(out, transform, p)
         return [total / np.float32(len(group)) for total in sums] + tapped
 
+    def _tapped_blocks(self, results: list[np.ndarray], taps) -> list[np.ndarray]:
+        """Each tap's inner tensor among ``results`` (the outputs, then the tapped tensors)."""
+        return [results[len(self.spec.outputs) + self._tapped.index(t.name)] for t in taps]
+
     def _outputs_only(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return self._run_network(arrays)[: len(self.spec.outputs)]
 
@@ -369,8 +373,7 @@ class Predictor:
         run = partial(self._run_batch, tensors=in_tensors)
         for group, results in self.batches.run(tiles, plan.batch_size, prepare, run, block=shape):
             done += len(group)
-            extra = [results[len(spec.outputs) + self._tapped.index(t.name)] for t in taps]
-            inner.feed_tiles(taps, extra, plan, group)
+            inner.feed_tiles(taps, self._tapped_blocks(results, taps), plan, group)
             for t, result in zip(spec.outputs, results[: len(spec.outputs)], strict=True):
                 bdim = _batch_dim(t)
                 for i, tile in enumerate(group):
@@ -416,8 +419,8 @@ class Predictor:
             arrays.append(pre[t.id](block))
         results = self._run_batch(arrays, given)
         if taps and _yx(given[0]) is not None:
-            extra = [results[len(spec.outputs) + self._tapped.index(t.name)] for t in taps]
-            inner.feed_whole(taps, extra, tuple(arrays[0].shape[d] for d in _yx(given[0])))
+            shape = tuple(arrays[0].shape[d] for d in _yx(given[0]))
+            inner.feed_whole(taps, self._tapped_blocks(results, taps), shape)
         outputs = {}
         for t, data in zip(spec.outputs, results[: len(spec.outputs)], strict=True):
             index = [slice(None)] * data.ndim

@@ -118,8 +118,7 @@ class Check:
         if self.embedding is not None and predictor is not None:
             self.tapped = self.embedding.tap(predictor, image)
         if self.embedding is not None and self.tapped is None:
-            with np.errstate(all="ignore"):
-                self.embedding_score = self.embedding.score(package.spec, image)
+            self.embedding_score = self._crop_score()
         self.note = schema_note(entry) if entry else None  # statistics this emzoo cannot use
         if self.note is not None:
             _warn_once(self.note)
@@ -128,6 +127,11 @@ class Check:
         self.hard = _pixel_size_reasons(image, (emzoo_config or {}).get("training_data") or {})
         if not self.features and _constant(image):
             self.hard.append("it is constant (one grey value everywhere): there is nothing to predict from")
+
+    def _crop_score(self) -> float | None:
+        """The network-feature score of the image's central crop, run through the cut network."""
+        with np.errstate(all="ignore"):
+            return self.embedding.score(self.package.spec, self.image)
 
     def verdict(self, outputs: dict[str, Image] | None = None) -> Verdict:
         """The verdict; ``outputs`` (the prediction, in memory) add the output features."""
@@ -138,8 +142,7 @@ class Check:
         if outputs is not None and self.tapped is not None and self.embedding_score is None:
             self.embedding_score = self.embedding.score_tapped(self.tapped)
             if self.embedding_score is None:  # the prediction did not read them: the crop on its own
-                with np.errstate(all="ignore"):
-                    self.embedding_score = self.embedding.score(self.package.spec, self.image)
+                self.embedding_score = self._crop_score()
         if outputs is not None and self.spec is not None:
             with np.errstate(all="ignore"):
                 values |= output_features(self.spec, self.image, outputs)

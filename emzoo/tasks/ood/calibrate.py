@@ -223,7 +223,8 @@ def calibrate(
     # the network's features as the prediction reads them; where it could not (weights other than
     # ONNX, images not one plane), every image's crops go through the cut network on their own
     read = FROM_PREDICTION if node and all(s.cells is not None for s, _ in ref) else "crop"
-    held = _scored(predictor, held_out, "held-out", progress, node if read == FROM_PREDICTION else "")
+    tapped = node if read == FROM_PREDICTION else ""  # the other images are read as the reference was
+    held = _scored(predictor, held_out, "held-out", progress, tapped)
     outputs = output_features_of(spec)
     stats = fit(
         [s.features for s, _ in ref],
@@ -248,7 +249,6 @@ def calibrate(
     stats, record, cross_fitted = _with_held_out(stats, record, held_out_scored)
     result = Calibration(stats, ref_scored, held_out_scored, embedding=record, cross_fitted=cross_fitted)
     for kind, images in (others or {}).items():
-        tapped = node if read == FROM_PREDICTION else ""
         scored = with_cells(_scored(predictor, images, kind, progress, tapped))
         result.others[kind] = [_rescored(stats, s, record) for s in scored]
     return result

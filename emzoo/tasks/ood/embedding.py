@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emzoo.io.meta import Image
-from emzoo.tasks.ood.features import CROP, plane
+from emzoo.tasks.ood.features import CROP, plane, window
 
 if TYPE_CHECKING:
     from emzoo.runtime.inner import RegionStatistics
@@ -210,8 +210,8 @@ def crop_boxes(shape: tuple[int, int], grid: int = 1) -> list[tuple[int, int, in
     (as :func:`~emzoo.tasks.ood.features.window` cuts it), or ``grid`` x ``grid`` spread over it."""
     h, w = shape
     if grid <= 1:
-        y0, x0 = max(h - CROP, 0) // 2, max(w - CROP, 0) // 2
-        return [(y0, y0 + min(h, CROP), x0, x0 + min(w, CROP))]
+        ys, xs = (range(n)[cut] for n, cut in zip(shape, window(shape, "yx"), strict=True))
+        return [(ys.start, ys.stop, xs.start, xs.stop)]
     ys = np.unique(np.linspace(0, max(h - CROP, 0), grid).round().astype(int))
     xs = np.unique(np.linspace(0, max(w - CROP, 0), grid).round().astype(int))
     return [(int(y), int(y) + min(h, CROP), int(x), int(x) + min(w, CROP)) for y in ys for x in xs]
